@@ -528,7 +528,9 @@ impl<'de> Visitor<'de> for ChannelsSeed {
                 other if valid_channel_name(other) => {
                     channels.extra.insert(other.to_owned(), value);
                 }
-                other => failure = Some(Rejection::BadChannelName(other.chars().take(40).collect())),
+                other => {
+                    failure = Some(Rejection::BadChannelName(other.chars().take(40).collect()))
+                }
             }
         }
         if failure.is_none() && count > self.0 {
@@ -617,7 +619,10 @@ mod tests {
         .unwrap();
         assert_eq!(d.rejected, vec![]);
         let p = &d.points[0];
-        assert_eq!((p.device_id.as_str(), p.session.as_str(), p.seq, p.ts_ms), ("r-1", "s-1", 7, NOW));
+        assert_eq!(
+            (p.device_id.as_str(), p.session.as_str(), p.seq, p.ts_ms),
+            ("r-1", "s-1", 7, NOW)
+        );
         assert_eq!(p.channels.bt, Some(201.3));
         assert_eq!(p.channels.et, Some(240.0));
         assert_eq!(p.channels.extra.get("ror"), Some(&9.5));
@@ -656,35 +661,107 @@ mod tests {
         check_rejected("null", "not_an_object");
         check_rejected(&format!(r#"{{"seq":1,{ok_rest}}}"#), "missing_field");
         check_rejected(&format!(r#"{{"session":"s",{ok_rest}}}"#), "missing_field");
-        check_rejected(r#"{"session":"s","seq":1,"channels":{"bt":1}}"#, "missing_field");
-        check_rejected(&format!(r#"{{"session":"s","seq":1,"ts":{NOW}}}"#), "missing_field");
-        check_rejected(&format!(r#"{{"session":5,"seq":1,{ok_rest}}}"#), "wrong_type");
-        check_rejected(&format!(r#"{{"session":"s","seq":"1",{ok_rest}}}"#), "wrong_type");
-        check_rejected(&format!(r#"{{"session":"s","seq":-1,{ok_rest}}}"#), "wrong_type");
-        check_rejected(&format!(r#"{{"session":"s","seq":1.5,{ok_rest}}}"#), "wrong_type");
-        check_rejected(r#"{"session":"s","seq":1,"ts":"now","channels":{"bt":1}}"#, "wrong_type");
-        check_rejected(&format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":[1]}}"#), "wrong_type");
-        check_rejected(&format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":"hot"}}}}"#), "wrong_type");
-        check_rejected(&format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":NaN}}}}"#), "not_finite");
-        check_rejected(&format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":Infinity}}}}"#), "not_finite");
-        check_rejected(&format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":-Infinity}}}}"#), "not_finite");
-        check_rejected(&format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":1e999}}}}"#), "not_finite");
-        check_rejected(&format!(r#"{{"session":"s","seq":9223372036854775808,{ok_rest}}}"#), "seq_out_of_range");
-        check_rejected(r#"{"session":"s","seq":1,"ts":1000,"channels":{"bt":1}}"#, "ts_too_old");
-        check_rejected(r#"{"session":"s","seq":1,"ts":-5,"channels":{"bt":1}}"#, "ts_too_old");
-        check_rejected(&format!(r#"{{"session":"s","seq":1,"ts":{},"channels":{{"bt":1}}}}"#, NOW + 3_600_000), "ts_in_future");
-        check_rejected(&format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{}}}}"#), "no_channels");
-        check_rejected(&format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":null}}}}"#), "no_channels");
-        check_rejected(&format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"Bad Name":1}}}}"#), "bad_channel_name");
-        check_rejected(&format!(r#"{{"session":"a/b","seq":1,{ok_rest}}}"#), "bad_id");
+        check_rejected(
+            r#"{"session":"s","seq":1,"channels":{"bt":1}}"#,
+            "missing_field",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":1,"ts":{NOW}}}"#),
+            "missing_field",
+        );
+        check_rejected(
+            &format!(r#"{{"session":5,"seq":1,{ok_rest}}}"#),
+            "wrong_type",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":"1",{ok_rest}}}"#),
+            "wrong_type",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":-1,{ok_rest}}}"#),
+            "wrong_type",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":1.5,{ok_rest}}}"#),
+            "wrong_type",
+        );
+        check_rejected(
+            r#"{"session":"s","seq":1,"ts":"now","channels":{"bt":1}}"#,
+            "wrong_type",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":[1]}}"#),
+            "wrong_type",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":"hot"}}}}"#),
+            "wrong_type",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":NaN}}}}"#),
+            "not_finite",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":Infinity}}}}"#),
+            "not_finite",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":-Infinity}}}}"#),
+            "not_finite",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":1e999}}}}"#),
+            "not_finite",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":9223372036854775808,{ok_rest}}}"#),
+            "seq_out_of_range",
+        );
+        check_rejected(
+            r#"{"session":"s","seq":1,"ts":1000,"channels":{"bt":1}}"#,
+            "ts_too_old",
+        );
+        check_rejected(
+            r#"{"session":"s","seq":1,"ts":-5,"channels":{"bt":1}}"#,
+            "ts_too_old",
+        );
+        check_rejected(
+            &format!(
+                r#"{{"session":"s","seq":1,"ts":{},"channels":{{"bt":1}}}}"#,
+                NOW + 3_600_000
+            ),
+            "ts_in_future",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{}}}}"#),
+            "no_channels",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":null}}}}"#),
+            "no_channels",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{"Bad Name":1}}}}"#),
+            "bad_channel_name",
+        );
+        check_rejected(
+            &format!(r#"{{"session":"a/b","seq":1,{ok_rest}}}"#),
+            "bad_id",
+        );
         check_rejected(&format!(r#"{{"session":"","seq":1,{ok_rest}}}"#), "bad_id");
         let many: Vec<String> = (0..65).map(|i| format!(r#""c{i}":1"#)).collect();
         check_rejected(
-            &format!(r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{{}}}}}"#, many.join(",")),
+            &format!(
+                r#"{{"session":"s","seq":1,"ts":{NOW},"channels":{{{}}}}}"#,
+                many.join(",")
+            ),
             "too_many_channels",
         );
         check_rejected("[]", "empty_frame");
-        check_rejected(&format!("[{}]", vec!["{}"; 1001].join(",")), "frame_too_large");
+        check_rejected(
+            &format!("[{}]", vec!["{}"; 1001].join(",")),
+            "frame_too_large",
+        );
         check_rejected(&" ".repeat(256 * 1024 + 1), "payload_too_large");
     }
 
@@ -708,8 +785,15 @@ mod tests {
             r#"[{{"session":"s","seq":1,"ts":{NOW},"channels":{{"bt":1}}}},{{"session":"s","seq":2}},7,{{"session":"s","seq":3,"ts":{NOW},"channels":{{"bt":3}}}}]"#
         ))
         .unwrap();
-        assert_eq!(d.points.iter().map(|p| p.seq).collect::<Vec<_>>(), vec![1, 3]);
-        let codes: Vec<_> = d.rejected.iter().map(|r| (r.index, r.rejection.code())).collect();
+        assert_eq!(
+            d.points.iter().map(|p| p.seq).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        let codes: Vec<_> = d
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.rejection.code()))
+            .collect();
         assert_eq!(codes, vec![(1, "missing_field"), (2, "not_an_object")]);
         assert_eq!(d.rejected[0].raw, r#"{"session":"s","seq":2}"#);
     }
@@ -718,7 +802,10 @@ mod tests {
     fn decodes_sessions_with_metadata() {
         let s = decode_session(
             "r-1",
-            format!(r#"{{"session":"s-1","state":"start","ts":{NOW},"bean":"kenya","batch_g":250}}"#).as_bytes(),
+            format!(
+                r#"{{"session":"s-1","state":"start","ts":{NOW},"bean":"kenya","batch_g":250}}"#
+            )
+            .as_bytes(),
             NOW,
             &Limits::default(),
         )
@@ -735,8 +822,14 @@ mod tests {
             let got = decode_session("r-1", payload.as_bytes(), NOW, &Limits::default());
             assert_eq!(got.err().map(|r| r.code()), Some(code), "{payload}");
         };
-        check(format!(r#"{{"session":"s","state":"paused","ts":{NOW}}}"#), "bad_session_state");
-        check(format!(r#"{{"session":"s","state":1,"ts":{NOW}}}"#), "wrong_type");
+        check(
+            format!(r#"{{"session":"s","state":"paused","ts":{NOW}}}"#),
+            "bad_session_state",
+        );
+        check(
+            format!(r#"{{"session":"s","state":1,"ts":{NOW}}}"#),
+            "wrong_type",
+        );
         check(format!(r#"{{"session":"s","ts":{NOW}}}"#), "missing_field");
         check(r#"{"session":"s","state":"end"}"#.into(), "missing_field");
         check("[1]".into(), "not_an_object");

@@ -6,7 +6,9 @@ use std::fmt;
 /// is for humans and may change.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Rejection {
-    #[error("topic {0:?} is not part of the device contract (roasters/{{device_id}}/telemetry|session)")]
+    #[error(
+        "topic {0:?} is not part of the device contract (roasters/{{device_id}}/telemetry|session)"
+    )]
     BadTopic(String),
     #[error("invalid {what} {value:?}: expected 1-64 characters of [A-Za-z0-9._:-]")]
     BadId { what: &'static str, value: String },

@@ -94,14 +94,20 @@ mod tests {
         check("roasters/r-1/session", Ok(("r-1", TopicKind::Session)));
         check("roasters/r-1/events", Ok(("r-1", TopicKind::Events)));
         check("roasters/r-1/commands", Ok(("r-1", TopicKind::Commands)));
-        check("roasters/r-1/commands/ack", Ok(("r-1", TopicKind::CommandAck)));
+        check(
+            "roasters/r-1/commands/ack",
+            Ok(("r-1", TopicKind::CommandAck)),
+        );
         check("roasters/r-1/telemetry/extra", Err("bad_topic"));
         check("roasters//telemetry", Err("bad_id"));
         check("roasters/a b/telemetry", Err("bad_id"));
         check("roaster/r-1/telemetry", Err("bad_topic"));
         check("roasters/r-1", Err("bad_topic"));
         check("", Err("bad_topic"));
-        check(&format!("roasters/{}/telemetry", "x".repeat(65)), Err("bad_id"));
+        check(
+            &format!("roasters/{}/telemetry", "x".repeat(65)),
+            Err("bad_id"),
+        );
     }
 
     #[test]

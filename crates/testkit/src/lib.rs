@@ -89,10 +89,7 @@ pub fn require(server: Server, test: &str) -> bool {
         panic!("CI=true: {msg}");
     }
     // Written to stderr directly: the test harness captures print!/eprint!, not this.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** SKIPPED {test}: {msg} ***\n"
-    );
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {msg} ***\n");
     false
 }
 
@@ -130,9 +127,16 @@ where
 
 /// Waits until something accepts TCP connections on `127.0.0.1:port`.
 pub async fn wait_for_port(port: u16, timeout: Duration) {
-    eventually(timeout, &format!("127.0.0.1:{port} to accept connections"), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
-    })
+    eventually(
+        timeout,
+        &format!("127.0.0.1:{port} to accept connections"),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
     .await
 }
 

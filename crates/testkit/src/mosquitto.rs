@@ -35,8 +35,9 @@ impl PrivateMosquitto {
 
     /// The project's config with only the listener, persistence path and log file changed.
     fn write_config(&self) {
-        let base = std::fs::read_to_string(workspace_root().join("compose/mosquitto/mosquitto.conf"))
-            .unwrap();
+        let base =
+            std::fs::read_to_string(workspace_root().join("compose/mosquitto/mosquitto.conf"))
+                .unwrap();
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let mut conf = String::new();

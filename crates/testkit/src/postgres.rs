@@ -29,7 +29,10 @@ impl TestDatabase {
             .execute(&mut conn)
             .await
             .unwrap();
-        let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(admin_url);
         TestDatabase {
             url: format!("{base}/{name}"),
             name,
@@ -44,7 +47,10 @@ impl Drop for TestDatabase {
         // thread of its own. Failure only leaves a stray database behind.
         let (admin, name) = (self.admin_url.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -147,9 +153,22 @@ impl PrivatePostgres {
         );
         let log = self.dir.path().join("postgres.log");
         let ok = self
-            .pg_ctl(&["-w", "-t", "60", "-o", &opts, "-l", &log.to_string_lossy(), "start"])
+            .pg_ctl(&[
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &opts,
+                "-l",
+                &log.to_string_lossy(),
+                "start",
+            ])
             .await;
-        assert!(ok, "pg_ctl start failed: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            ok,
+            "pg_ctl start failed: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         wait_for_port(self.port, Duration::from_secs(30)).await;
     }
 
@@ -190,7 +209,11 @@ fn pg_bindir() -> PathBuf {
         return dir.into();
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     found.retain(|p| Path::new(p).join("initdb").exists());
     found.sort();

@@ -10,7 +10,10 @@ async fn private_postgres_stops_and_starts_again() {
     let pg = PrivatePostgres::start().await;
     let db = TestDatabase::create_on(&pg.url()).await;
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(one, 1);
     pg.stop().await;
     assert!(sqlx::PgConnection::connect(&db.url).await.is_err());
@@ -25,7 +28,11 @@ async fn private_mosquitto_uses_the_project_config() {
     broker.restart().await;
     testkit::wait_for_port(broker.port, Duration::from_secs(5)).await;
     // The project config logs connections to the file we pointed it at.
-    assert!(broker.log().contains("New connection from"), "{}", broker.log());
+    assert!(
+        broker.log().contains("New connection from"),
+        "{}",
+        broker.log()
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,365 @@
+//! Typed configuration: defaults, then a TOML file, then the environment, then explicit overrides
+//! (command-line flags); each layer replaces what the previous one set.
+//!
+//! Environment variables are `SIMCORP_<SECTION>_<KEY>` for a key in a `[section]` of the file,
+//! e.g. `SIMCORP_POSTGRES_URL` sets `[postgres] url`, and `SIMCORP_<KEY>` for a top-level key.
+//! Appending `_FILE` reads the value from that file instead (`SIMCORP_POSTGRES_URL_FILE=
+//! /run/secrets/pg`), which is how Compose and Kubernetes hand out secrets. Variables naming a
+//! section this program does not have are ignored, because one environment is often shared by
+//! several services; an unknown key inside a known section is an error, because it is a typo.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The environment variable prefix of every setting.
+pub const ENV_PREFIX: &str = "SIMCORP_";
+
+/// Where configuration comes from, beyond defaults and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// A TOML file; when `None`, `SIMCORP_CONFIG` may name one.
+    pub file: Option<PathBuf>,
+    /// Explicit overrides (command-line flags) as dotted keys, applied last.
+    pub overrides: Vec<(String, Value)>,
+}
+
+impl Sources {
+    /// Adds an override such as `("postgres.url", url)`.
+    pub fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.overrides.push((key.to_owned(), value.into()));
+        self
+    }
+}
+
+/// Checks of a loaded configuration that types alone cannot express.
+pub trait Validate {
+    /// Returns a message naming the setting and what is wrong with it.
+    fn validate(&self) -> Result<(), String>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("secret file {path} (from {var}): {source}")]
+    SecretFile {
+        var: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Loads and validates `T`.
+///
+/// `T::default()` must be a configuration that works locally with no servers installed; its
+/// serialized form also tells which sections exist (secret fields are `skip_serializing`).
+pub fn load<T>(sources: &Sources) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default + Validate,
+{
+    let figment = figment::<T>(sources)?;
+    let config: T = figment.extract().map_err(Box::new)?;
+    config.validate().map_err(ConfigError::Invalid)?;
+    Ok(config)
+}
+
+/// The layered figment for `T`, for callers that extract several sections themselves.
+pub fn figment<T: Serialize + Default>(sources: &Sources) -> Result<Figment, ConfigError> {
+    let shape = Value::serialize(T::default()).map_err(Box::new)?;
+    let mut figment = Figment::new();
+    let file = sources
+        .file
+        .clone()
+        .or_else(|| std::env::var_os(format!("{ENV_PREFIX}CONFIG")).map(PathBuf::from));
+    if let Some(path) = file {
+        check_file(&path)?;
+        figment = figment.merge(Toml::file_exact(&path));
+    }
+    figment = figment.merge(Environment::for_shape(&shape, std::env::vars())?);
+    for (key, value) in &sources.overrides {
+        figment = figment.merge((key.as_str(), value.clone()));
+    }
+    Ok(figment)
+}
+
+fn check_file(path: &Path) -> Result<(), ConfigError> {
+    // figment would treat a missing file as an empty one only with `Toml::file`; with
+    // `file_exact` it fails, but this message says plainly which file and why.
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// The `SIMCORP_*` environment as a figment provider.
+struct Environment {
+    dict: Dict,
+}
+
+impl Environment {
+    fn for_shape(
+        shape: &Value,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (mut sections, mut scalars) = (Vec::new(), Vec::new());
+        if let Some(dict) = shape.as_dict() {
+            for (key, value) in dict {
+                if value.as_dict().is_some() {
+                    sections.push(key.clone());
+                } else {
+                    scalars.push(key.clone());
+                }
+            }
+        }
+        // Longest first, so `sim_publisher_x` is not taken for a `sim` section.
+        sections.sort_by_key(|s| std::cmp::Reverse(s.len()));
+
+        let mut dict = Dict::new();
+        for (var, raw) in vars {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if rest == "CONFIG" {
+                continue;
+            }
+            let (name, from_file) = match rest.strip_suffix("_FILE") {
+                Some(name) => (name.to_ascii_lowercase(), true),
+                None => (rest.to_ascii_lowercase(), false),
+            };
+            let value = if from_file {
+                let text =
+                    std::fs::read_to_string(&raw).map_err(|source| ConfigError::SecretFile {
+                        var: var.clone(),
+                        path: raw.clone().into(),
+                        source,
+                    })?;
+                // Secret files conventionally end with a newline that is not part of the secret.
+                Value::from(text.trim_end_matches(['\n', '\r']).to_owned())
+            } else {
+                raw.parse::<Value>().unwrap_or_else(|never| match never {})
+            };
+            if scalars.contains(&name) {
+                dict.insert(name, value);
+            } else if let Some(section) = sections.iter().find(|s| {
+                name.len() > s.len()
+                    && name.starts_with(s.as_str())
+                    && name.as_bytes()[s.len()] == b'_'
+            }) {
+                let key = name[section.len() + 1..].to_owned();
+                let entry = dict
+                    .entry(section.clone())
+                    .or_insert_with(|| Value::from(Dict::new()));
+                if let Value::Dict(_, inner) = entry {
+                    inner.insert(key, value);
+                }
+            }
+        }
+        Ok(Environment { dict })
+    }
+}
+
+impl Provider for Environment {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment")
+            .interpolater(|_, keys| format!("{ENV_PREFIX}{}", keys.join("_").to_ascii_uppercase()))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::{ExposeSecret, SecretString};
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize, Serialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Demo {
+        data_dir: String,
+        postgres: Pg,
+        sim_publisher: Section,
+        sim: Section,
+    }
+
+    #[derive(Debug, Deserialize, Serialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Pg {
+        #[serde(skip_serializing)]
+        url: Option<SecretString>,
+        max_connections: u32,
+    }
+
+    #[derive(Debug, Default, Deserialize, Serialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Section {
+        rate: u32,
+    }
+
+    impl Default for Demo {
+        fn default() -> Self {
+            Demo {
+                data_dir: "./data".into(),
+                postgres: Pg::default(),
+                sim_publisher: Section::default(),
+                sim: Section::default(),
+            }
+        }
+    }
+
+    impl Default for Pg {
+        fn default() -> Self {
+            Pg {
+                url: None,
+                max_connections: 8,
+            }
+        }
+    }
+
+    impl Validate for Demo {
+        fn validate(&self) -> Result<(), String> {
+            if self.postgres.max_connections == 0 {
+                return Err("postgres.max_connections must be at least 1".into());
+            }
+            Ok(())
+        }
+    }
+
+    fn load_with(vars: &[(&str, &str)], sources: &Sources) -> Result<Demo, ConfigError> {
+        let shape = Value::serialize(Demo::default()).unwrap();
+        let env = Environment::for_shape(
+            &shape,
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )?;
+        let mut figment = Figment::new();
+        if let Some(file) = &sources.file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(env);
+        for (k, v) in &sources.overrides {
+            figment = figment.merge((k.as_str(), v.clone()));
+        }
+        let demo: Demo = figment.extract().map_err(Box::new)?;
+        demo.validate().map_err(ConfigError::Invalid)?;
+        Ok(demo)
+    }
+
+    #[test]
+    fn defaults_work_without_anything() {
+        let d = load_with(&[], &Sources::default()).unwrap();
+        assert_eq!(d.postgres.max_connections, 8);
+        assert!(d.postgres.url.is_none());
+    }
+
+    #[test]
+    fn environment_maps_sections_and_top_level_keys() {
+        let d = load_with(
+            &[
+                ("SIMCORP_POSTGRES_URL", "postgres://db/x"),
+                ("SIMCORP_POSTGRES_MAX_CONNECTIONS", "3"),
+                ("SIMCORP_DATA_DIR", "/var/lib/simcorp"),
+                ("SIMCORP_SIM_PUBLISHER_RATE", "5"),
+                ("SIMCORP_SIM_RATE", "7"),
+                // A section this program does not have: ignored, the environment is shared.
+                ("SIMCORP_ANALYTICS_WINDOW", "9"),
+                ("OTHER_VAR", "x"),
+            ],
+            &Sources::default(),
+        )
+        .unwrap();
+        assert_eq!(d.postgres.url.unwrap().expose_secret(), "postgres://db/x");
+        assert_eq!(d.postgres.max_connections, 3);
+        assert_eq!(d.data_dir, "/var/lib/simcorp");
+        assert_eq!((d.sim_publisher.rate, d.sim.rate), (5, 7));
+    }
+
+    #[test]
+    fn secrets_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg");
+        std::fs::write(&path, "postgres://secret@db/x\n").unwrap();
+        let d = load_with(
+            &[("SIMCORP_POSTGRES_URL_FILE", path.to_str().unwrap())],
+            &Sources::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            d.postgres.url.unwrap().expose_secret(),
+            "postgres://secret@db/x"
+        );
+        let err = load_with(
+            &[("SIMCORP_POSTGRES_URL_FILE", "/nonexistent/x")],
+            &Sources::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("SIMCORP_POSTGRES_URL_FILE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_then_environment_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("simcorp.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\n[postgres]\nmax_connections = 4\n",
+        )
+        .unwrap();
+        let sources = Sources {
+            file: Some(file),
+            overrides: vec![],
+        };
+        let d = load_with(&[("SIMCORP_POSTGRES_MAX_CONNECTIONS", "5")], &sources).unwrap();
+        assert_eq!(
+            (d.data_dir.as_str(), d.postgres.max_connections),
+            ("/from/file", 5)
+        );
+        let d = load_with(
+            &[("SIMCORP_POSTGRES_MAX_CONNECTIONS", "5")],
+            &sources.clone().set("postgres.max_connections", 6),
+        )
+        .unwrap();
+        assert_eq!(d.postgres.max_connections, 6);
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_source() {
+        let err = load_with(
+            &[("SIMCORP_POSTGRES_MAX_CONECTIONS", "5")],
+            &Sources::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("max_conections"), "{err}");
+        let err = load_with(
+            &[("SIMCORP_POSTGRES_MAX_CONNECTIONS", "many")],
+            &Sources::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("SIMCORP_POSTGRES_MAX_CONNECTIONS"), "{err}");
+        let err = load_with(
+            &[("SIMCORP_POSTGRES_MAX_CONNECTIONS", "0")],
+            &Sources::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at least 1"), "{err}");
+    }
+}

@@ -1,0 +1,308 @@
+//! The ops HTTP surface shared by all services, serving, and the API error type.
+//!
+//! `/health` answers while the process can serve HTTP (liveness: restart me if this fails).
+//! `/ready` answers 200 only while every *required* dependency answers (readiness: send me
+//! traffic); optional dependencies (e.g. a cache whose loss only degrades) are reported but do
+//! not fail it. `/metrics` is Prometheus text.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use tower_http::timeout::TimeoutLayer;
+
+type Probe = Arc<dyn Fn() -> bool + Send + Sync>;
+type MetricsExtra = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// The readiness checks of one service. Cheap to clone; components register a probe (a fast,
+/// non-blocking closure over state they keep current) when they start.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Arc<Mutex<Vec<(String, bool, Probe)>>>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("report", &self.report())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReadyReport {
+    pub ready: bool,
+    pub checks: BTreeMap<String, CheckReport>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CheckReport {
+    pub ok: bool,
+    pub required: bool,
+}
+
+impl Readiness {
+    /// A dependency without which the service must not receive traffic.
+    pub fn require(&self, name: &str, probe: impl Fn() -> bool + Send + Sync + 'static) {
+        self.add(name, true, Arc::new(probe));
+    }
+
+    /// A dependency whose loss degrades the service; reported, never failing readiness.
+    pub fn observe(&self, name: &str, probe: impl Fn() -> bool + Send + Sync + 'static) {
+        self.add(name, false, Arc::new(probe));
+    }
+
+    fn add(&self, name: &str, required: bool, probe: Probe) {
+        if let Ok(mut checks) = self.checks.lock() {
+            checks.retain(|(n, _, _)| n != name);
+            checks.push((name.to_owned(), required, probe));
+        }
+    }
+
+    pub fn report(&self) -> ReadyReport {
+        let checks: Vec<(String, bool, Probe)> = match self.checks.lock() {
+            Ok(c) => c.clone(),
+            Err(_) => Vec::new(),
+        };
+        let mut report = ReadyReport {
+            ready: true,
+            checks: BTreeMap::new(),
+        };
+        for (name, required, probe) in checks {
+            let ok = probe();
+            report.ready &= ok || !required;
+            report.checks.insert(name, CheckReport { ok, required });
+        }
+        report
+    }
+}
+
+/// What the ops endpoints of one service need.
+#[derive(Clone)]
+pub struct Ops {
+    /// Service name, the `service` label of HTTP metrics.
+    pub service: &'static str,
+    pub readiness: Readiness,
+    /// Extra exposition text (e.g. HDR latency histograms) appended to `/metrics`.
+    pub extra_metrics: Vec<MetricsExtra>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ops {
+    pub fn new(service: &'static str, readiness: Readiness) -> Self {
+        Ops {
+            service,
+            readiness,
+            extra_metrics: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn with_metrics(mut self, render: impl Fn(&mut String) + Send + Sync + 'static) -> Self {
+        self.extra_metrics.push(Arc::new(render));
+        self
+    }
+}
+
+/// Adds `/health`, `/ready`, `/metrics`, per-route request metrics, and a request timeout (so a
+/// slow client can never hold shutdown hostage) to a service's API router.
+pub fn with_ops(api: Router, ops: Ops, request_timeout: Duration) -> Router {
+    let service = ops.service;
+    let ops_routes = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .with_state(ops);
+    api.merge(ops_routes)
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            record_request(service, req, next)
+        }))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+}
+
+async fn health(State(ops): State<Ops>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "service": ops.service,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": ops.started.elapsed().as_secs(),
+    }))
+}
+
+async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
+    let report = ops.readiness.report();
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(report))
+}
+
+async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
+    let mut text = crate::metrics::render();
+    for extra in &ops.extra_metrics {
+        extra(&mut text);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+async fn record_request(service: &'static str, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let start = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    ::metrics::counter!("simcorp_http_requests_total", "service" => service, "route" => route.clone(), "status" => status)
+        .increment(1);
+    ::metrics::histogram!("simcorp_http_request_duration_seconds", "service" => service, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The error of every JSON API: a status and a message safe to show to the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// Details were logged where the error was turned into this; the caller sees none.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// Logs `err` and hides it from the caller.
+    pub fn internal(err: impl Display) -> Self {
+        tracing::error!(error = %err, "request failed");
+        ApiError::Internal
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            axum::Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn get_text(router: &Router, path: &str) -> (StatusCode, String) {
+        let resp = router
+            .clone()
+            .oneshot(Request::builder().uri(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn ready_follows_required_checks_only() {
+        let readiness = Readiness::default();
+        let db = Arc::new(AtomicBool::new(true));
+        let cache = Arc::new(AtomicBool::new(false));
+        let (d, c) = (db.clone(), cache.clone());
+        readiness.require("postgres", move || d.load(Ordering::Relaxed));
+        readiness.observe("redis", move || c.load(Ordering::Relaxed));
+        let router = with_ops(
+            Router::new(),
+            Ops::new("test", readiness),
+            Duration::from_secs(5),
+        );
+
+        let (status, body) = get_text(&router, "/ready").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            body.contains(r#""redis":{"ok":false,"required":false}"#),
+            "{body}"
+        );
+
+        db.store(false, Ordering::Relaxed);
+        let (status, _) = get_text(&router, "/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+        let (status, _) = get_text(&router, "/health").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text() {
+        let ops = Ops::new("test", Readiness::default()).with_metrics(|out| {
+            out.push_str("# TYPE extra_total counter\nextra_total 3\n");
+        });
+        let router = with_ops(Router::new(), ops, Duration::from_secs(5));
+        let _ = get_text(&router, "/health").await;
+        let (status, body) = get_text(&router, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        let scrape =
+            prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == "extra_total"),
+            "{body}"
+        );
+    }
+}

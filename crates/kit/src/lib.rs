@@ -1,0 +1,19 @@
+//! The service kit: what every simcorp service has in common, so that a service crate contains
+//! only its own domain.
+//!
+//! - [`config`]: one typed settings struct per service, loaded from defaults, an optional TOML
+//!   file, `SIMCORP_<SECTION>_<KEY>` environment variables and `…_FILE` secrets, then validated.
+//! - [`logging`]: JSON lines via `tracing` (or human text for local runs).
+//! - [`http`]: the ops surface every service exposes — `GET /health`, `GET /ready` (driven by
+//!   [`http::Readiness`] checks), `GET /metrics` (Prometheus text) — plus serving with a request
+//!   timeout and graceful shutdown, and [`http::ApiError`], the one error type of all JSON APIs.
+//! - [`metrics`]: the process-wide Prometheus recorder and rendering of HDR histograms.
+//! - [`shutdown`]: SIGTERM/SIGINT as a future.
+//!
+//! Not here: anything about MQTT, storage or a particular service's API.
+
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod shutdown;

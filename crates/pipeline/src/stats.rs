@@ -1,0 +1,205 @@
+//! What the pipeline has done, for `/stats`, `/metrics` and the load harness.
+//!
+//! Latencies are kept in HDR histograms (microseconds, 3 significant digits): exact percentiles
+//! at any load, which a bucketed histogram cannot give. They are updated once per committed
+//! batch under a mutex; the per-message path touches only atomics.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::Committed;
+
+/// Highest latency tracked exactly: one hour. Larger values are clamped (and are outages).
+const MAX_US: u64 = 3_600_000_000;
+
+#[derive(Debug)]
+pub struct Stats {
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) points_in: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) points_committed: AtomicU64,
+    pub(crate) points_fallback: AtomicU64,
+    pub(crate) points_duplicate: AtomicU64,
+    pub(crate) sessions_committed: AtomicU64,
+    pub(crate) dead_letters_committed: AtomicU64,
+    pub(crate) write_failures: AtomicU64,
+    pub(crate) acks_released: AtomicU64,
+    latency: Mutex<Latencies>,
+}
+
+#[derive(Debug)]
+struct Latencies {
+    /// From a point's `ts` (stamped by the device when it samples and publishes) to the commit.
+    publish_to_commit: Histogram<u64>,
+    /// From the message's arrival at ingestion to the commit: the part ingestion controls.
+    receive_to_commit: Histogram<u64>,
+    batch_records: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("constant histogram bounds are valid")
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            messages_in: AtomicU64::new(0),
+            points_in: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            points_committed: AtomicU64::new(0),
+            points_fallback: AtomicU64::new(0),
+            points_duplicate: AtomicU64::new(0),
+            sessions_committed: AtomicU64::new(0),
+            dead_letters_committed: AtomicU64::new(0),
+            write_failures: AtomicU64::new(0),
+            acks_released: AtomicU64::new(0),
+            latency: Mutex::new(Latencies {
+                publish_to_commit: histogram(),
+                receive_to_commit: histogram(),
+                batch_records: Histogram::new_with_bounds(1, 10_000_000, 2)
+                    .expect("constant histogram bounds are valid"),
+            }),
+        }
+    }
+}
+
+/// Percentiles of one latency distribution, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LatencySnapshot {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl LatencySnapshot {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        LatencySnapshot {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StatsSnapshot {
+    pub messages_in: u64,
+    pub points_in: u64,
+    pub queue_depth: usize,
+    pub batches: u64,
+    pub points_committed: u64,
+    pub points_fallback: u64,
+    pub points_duplicate: u64,
+    pub sessions_committed: u64,
+    pub dead_letters_committed: u64,
+    pub write_failures: u64,
+    pub acks_released: u64,
+    pub mean_batch_records: f64,
+    pub publish_to_commit: LatencySnapshot,
+    pub receive_to_commit: LatencySnapshot,
+}
+
+impl Stats {
+    pub(crate) fn message_in(&self, points: usize) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.points_in.fetch_add(points as u64, Ordering::Relaxed);
+    }
+
+    /// Records a committed batch: counters, and latency of every point in it.
+    pub(crate) fn committed(
+        &self,
+        batch: &model::Batch,
+        received: &[Instant],
+        committed: &Committed,
+    ) {
+        let relaxed = Ordering::Relaxed;
+        self.batches.fetch_add(1, relaxed);
+        let points = batch.points.len() as u64;
+        self.points_committed.fetch_add(points, relaxed);
+        if committed.fallback {
+            self.points_fallback.fetch_add(points, relaxed);
+        }
+        self.points_duplicate
+            .fetch_add(committed.points_duplicate, relaxed);
+        self.sessions_committed
+            .fetch_add(batch.sessions.len() as u64, relaxed);
+        self.dead_letters_committed
+            .fetch_add(batch.dead_letters.len() as u64, relaxed);
+
+        let now = Instant::now();
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        let Ok(mut lat) = self.latency.lock() else {
+            return;
+        };
+        for p in &batch.points {
+            // ts has millisecond resolution and is truncated by the device, so this errs on
+            // the side of reporting up to 1 ms too much, never too little.
+            let us = (now_us - p.ts_ms.saturating_mul(1000)).clamp(0, MAX_US as i64) as u64;
+            let _ = lat.publish_to_commit.record(us.max(1));
+        }
+        for r in received {
+            let us = now.saturating_duration_since(*r).as_micros() as u64;
+            let _ = lat.receive_to_commit.record(us.clamp(1, MAX_US));
+        }
+        let _ = lat.batch_records.record((batch.len() as u64).max(1));
+    }
+
+    pub fn snapshot(&self, queue_depth: usize) -> StatsSnapshot {
+        let relaxed = Ordering::Relaxed;
+        let (publish, receive, mean_batch) = match self.latency.lock() {
+            Ok(l) => (
+                LatencySnapshot::of(&l.publish_to_commit),
+                LatencySnapshot::of(&l.receive_to_commit),
+                l.batch_records.mean(),
+            ),
+            Err(_) => Default::default(),
+        };
+        StatsSnapshot {
+            messages_in: self.messages_in.load(relaxed),
+            points_in: self.points_in.load(relaxed),
+            queue_depth,
+            batches: self.batches.load(relaxed),
+            points_committed: self.points_committed.load(relaxed),
+            points_fallback: self.points_fallback.load(relaxed),
+            points_duplicate: self.points_duplicate.load(relaxed),
+            sessions_committed: self.sessions_committed.load(relaxed),
+            dead_letters_committed: self.dead_letters_committed.load(relaxed),
+            write_failures: self.write_failures.load(relaxed),
+            acks_released: self.acks_released.load(relaxed),
+            mean_batch_records: mean_batch,
+            publish_to_commit: publish,
+            receive_to_commit: receive,
+        }
+    }
+
+    /// Appends the latency histograms to Prometheus exposition text.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let Ok(lat) = self.latency.lock() else {
+            return;
+        };
+        kit::metrics::render_hdr_histogram(
+            out,
+            "simcorp_ingest_publish_to_commit_seconds",
+            "From a point's ts (stamped by the device at publish) to the commit of its batch.",
+            &lat.publish_to_commit,
+        );
+        kit::metrics::render_hdr_histogram(
+            out,
+            "simcorp_ingest_receive_to_commit_seconds",
+            "From a message's arrival at ingestion to the commit of its batch.",
+            &lat.receive_to_commit,
+        );
+    }
+}

@@ -14,6 +14,7 @@
 
 mod mosquitto;
 mod postgres;
+mod redis;
 
 use std::future::Future;
 use std::io::Write as _;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 pub use mosquitto::PrivateMosquitto;
 pub use postgres::{PrivatePostgres, TestDatabase};
+pub use redis::PrivateRedis;
 
 /// A server the test suite expects on the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

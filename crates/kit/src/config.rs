@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Format, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::Serialize;
@@ -19,9 +19,38 @@ use serde::de::DeserializeOwned;
 /// The environment variable prefix of every setting.
 pub const ENV_PREFIX: &str = "SIMCORP_";
 
+/// Every section of the platform's configuration. One file (and one environment) may configure
+/// all services, so a service ignores the sections of others — but a section that belongs to no
+/// service at all is a typo, and is reported as one.
+pub const PLATFORM_SECTIONS: &[&str] = &[
+    "log",
+    "mqtt",
+    "postgres",
+    "sqlite",
+    "store",
+    "redis",
+    "pipeline",
+    "broker",
+    "ingestion",
+    "sim_twin",
+    "sim_publisher",
+    "driver_bridge",
+    "event_inference",
+    "analytics",
+    "eval",
+    "report_worker",
+    "dispatcher",
+    "company_kernel",
+    "command",
+    "loadtest",
+];
+
 /// Where configuration comes from, beyond defaults and the environment.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
+    /// Defaults of the command being run (e.g. `simcorp up` binds to localhost), as dotted keys,
+    /// applied above the types' own defaults and below everything else.
+    pub defaults: Vec<(String, Value)>,
     /// A TOML file; when `None`, `SIMCORP_CONFIG` may name one.
     pub file: Option<PathBuf>,
     /// Explicit overrides (command-line flags) as dotted keys, applied last.
@@ -32,6 +61,12 @@ impl Sources {
     /// Adds an override such as `("postgres.url", url)`.
     pub fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.overrides.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// Adds a command default such as `("ingestion.http_addr", "127.0.0.1:4001")`.
+    pub fn default_to(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.defaults.push((key.to_owned(), value.into()));
         self
     }
 }
@@ -74,8 +109,20 @@ where
 
 /// The layered figment for `T`, for callers that extract several sections themselves.
 pub fn figment<T: Serialize + Default>(sources: &Sources) -> Result<Figment, ConfigError> {
+    build::<T>(sources, std::env::vars())
+}
+
+fn build<T: Serialize + Default>(
+    sources: &Sources,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<Figment, ConfigError> {
     let shape = Value::serialize(T::default()).map_err(Box::new)?;
     let mut figment = Figment::new();
+    // Every layer goes into figment's default profile, so that merge order alone decides which
+    // wins (a `(key, value)` tuple would land in the global profile and beat files and env).
+    for (key, value) in &sources.defaults {
+        figment = figment.merge(Serialized::default(key, value));
+    }
     let file = sources
         .file
         .clone()
@@ -84,11 +131,45 @@ pub fn figment<T: Serialize + Default>(sources: &Sources) -> Result<Figment, Con
         check_file(&path)?;
         figment = figment.merge(Toml::file_exact(&path));
     }
-    figment = figment.merge(Environment::for_shape(&shape, std::env::vars())?);
+    figment = figment.merge(Environment::for_shape(&shape, vars)?);
     for (key, value) in &sources.overrides {
-        figment = figment.merge((key.as_str(), value.clone()));
+        figment = figment.merge(Serialized::default(key, value));
     }
+    check_top_level(&figment, &shape)?;
     Ok(figment)
+}
+
+/// Rejects top-level keys that neither this program nor any other part of the platform has.
+fn check_top_level(figment: &Figment, shape: &Value) -> Result<(), ConfigError> {
+    let known = |key: &str| {
+        PLATFORM_SECTIONS.contains(&key) || shape.as_dict().is_some_and(|d| d.contains_key(key))
+    };
+    let data = figment.data().map_err(Box::new)?;
+    if let Some(key) = data.values().flat_map(|d| d.keys()).find(|k| !known(k)) {
+        let source = figment
+            .find_metadata(key)
+            .map(|m| format!(" (from {})", m.name))
+            .unwrap_or_default();
+        return Err(ConfigError::Invalid(format!(
+            "unknown setting `{key}`{source}; sections are: {}",
+            PLATFORM_SECTIONS.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Extracts one section of `figment` (its defaults when the section is absent) — for commands
+/// that run several services from one configuration.
+pub fn section<T: DeserializeOwned + Default>(
+    figment: &Figment,
+    name: &str,
+) -> Result<T, ConfigError> {
+    if figment.find_value(name).is_err() {
+        return Ok(T::default());
+    }
+    figment
+        .extract_inner(name)
+        .map_err(|e| ConfigError::Load(Box::new(e)))
 }
 
 fn check_file(path: &Path) -> Result<(), ConfigError> {
@@ -120,6 +201,11 @@ impl Environment {
                 } else {
                     scalars.push(key.clone());
                 }
+            }
+        }
+        for section in PLATFORM_SECTIONS {
+            if !sections.iter().any(|s| s == section) {
+                sections.push((*section).to_owned());
             }
         }
         // Longest first, so `sim_publisher_x` is not taken for a `sim` section.
@@ -187,8 +273,9 @@ mod tests {
 
     use super::*;
 
+    /// Like a service's config: strict inside its sections, tolerant of other services' sections.
     #[derive(Debug, Deserialize, Serialize)]
-    #[serde(default, deny_unknown_fields)]
+    #[serde(default)]
     struct Demo {
         data_dir: String,
         postgres: Pg,
@@ -240,22 +327,41 @@ mod tests {
     }
 
     fn load_with(vars: &[(&str, &str)], sources: &Sources) -> Result<Demo, ConfigError> {
-        let shape = Value::serialize(Demo::default()).unwrap();
-        let env = Environment::for_shape(
-            &shape,
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )?;
-        let mut figment = Figment::new();
-        if let Some(file) = &sources.file {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        figment = figment.merge(env);
-        for (k, v) in &sources.overrides {
-            figment = figment.merge((k.as_str(), v.clone()));
-        }
-        let demo: Demo = figment.extract().map_err(Box::new)?;
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let demo: Demo = build::<Demo>(sources, vars)?.extract().map_err(Box::new)?;
         demo.validate().map_err(ConfigError::Invalid)?;
         Ok(demo)
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, Sources) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("simcorp.toml");
+        std::fs::write(&path, text).unwrap();
+        let sources = Sources {
+            file: Some(path),
+            ..Sources::default()
+        };
+        (dir, sources)
+    }
+
+    #[test]
+    fn a_shared_file_may_configure_other_services_but_not_unknown_sections() {
+        let (_dir, sources) = file("[postgres]\nmax_connections = 3\n[broker]\nmax_queued = 9\n");
+        assert_eq!(
+            load_with(&[], &sources).unwrap().postgres.max_connections,
+            3
+        );
+        let (_dir, sources) = file("[postgress]\nmax_connections = 3\n");
+        let err = load_with(&[], &sources).unwrap_err().to_string();
+        assert!(err.contains("unknown setting `postgress`"), "{err}");
+    }
+
+    #[test]
+    fn command_defaults_sit_below_files_and_environment() {
+        let sources = Sources::default().default_to("data_dir", "/from/command");
+        assert_eq!(load_with(&[], &sources).unwrap().data_dir, "/from/command");
+        let d = load_with(&[("SIMCORP_DATA_DIR", "/from/env")], &sources).unwrap();
+        assert_eq!(d.data_dir, "/from/env");
     }
 
     #[test]
@@ -323,7 +429,7 @@ mod tests {
         .unwrap();
         let sources = Sources {
             file: Some(file),
-            overrides: vec![],
+            ..Sources::default()
         };
         let d = load_with(&[("SIMCORP_POSTGRES_MAX_CONNECTIONS", "5")], &sources).unwrap();
         assert_eq!(

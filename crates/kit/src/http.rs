@@ -107,6 +107,8 @@ impl std::fmt::Debug for Ops {
 
 impl Ops {
     pub fn new(service: &'static str, readiness: Readiness) -> Self {
+        // Install the recorder now: metrics recorded before it exists are silently lost.
+        crate::metrics::prometheus();
         Ops {
             service,
             readiness,

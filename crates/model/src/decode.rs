@@ -139,6 +139,18 @@ pub fn decode_session(
         Some(other) => return Err(wrong_type("state", "a string", other.kind())),
     };
     let ts_ms = ctx.ts(raw.ts)?;
+    // PostgreSQL refuses U+0000 in text and jsonb: let it through and the batch carrying it
+    // could never be committed, stalling everything behind it.
+    if let Some(key) = raw
+        .metadata
+        .iter()
+        .find_map(|(k, v)| has_nul(k, v).then_some(k))
+    {
+        return Err(Rejection::NulCharacter(format!(
+            "metadata field `{}`",
+            key.replace('\0', "")
+        )));
+    }
     Ok(SessionEvent {
         device_id: device_id.to_owned(),
         session,
@@ -147,6 +159,18 @@ pub fn decode_session(
         metadata: raw.metadata,
         received_ms,
     })
+}
+
+fn has_nul(key: &str, value: &serde_json::Value) -> bool {
+    fn walk(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(a) => a.iter().any(walk),
+            serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || walk(v)),
+            _ => false,
+        }
+    }
+    key.contains('\0') || walk(value)
 }
 
 fn check_size(payload: &[u8], limits: &Limits) -> Result<(), Rejection> {
@@ -834,5 +858,33 @@ mod tests {
         check(r#"{"session":"s","state":"end"}"#.into(), "missing_field");
         check("[1]".into(), "not_an_object");
         check("{".into(), "malformed_json");
+    }
+}
+
+#[cfg(test)]
+mod float_tests {
+    use super::*;
+
+    /// serde_json's default float parser can be one ULP off; readings must survive exactly.
+    #[test]
+    fn channel_values_round_trip_bit_for_bit() {
+        let now = 1_780_000_000_000;
+        for v in [
+            90.71428571428571_f64,
+            0.1,
+            1.0 / 3.0,
+            201.29999999999998,
+            5e-324,
+            1.7976931348623157e308,
+        ] {
+            let payload =
+                format!(r#"{{"session":"s","seq":1,"ts":{now},"channels":{{"ror":{v:?}}}}}"#);
+            let d = decode_telemetry("r", payload.as_bytes(), now, &Limits::default()).unwrap();
+            assert_eq!(
+                d.points[0].channels.extra["ror"].to_bits(),
+                v.to_bits(),
+                "{v:?}"
+            );
+        }
     }
 }

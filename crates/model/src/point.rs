@@ -157,14 +157,16 @@ impl DeadLetter {
         received_ms: i64,
         max_payload: usize,
     ) -> Self {
+        // Text columns refuse U+0000; a rejection may quote what the device sent.
+        let storable = |s: &str| s.replace('\0', "\u{FFFD}");
         DeadLetter {
-            topic: topic.chars().take(512).collect(),
+            topic: storable(&topic.chars().take(512).collect::<String>()),
             device_id: device_id.map(str::to_owned),
             payload: payload[..payload.len().min(max_payload)].to_vec(),
             payload_bytes: payload.len(),
             frame_index,
             reason_code: rejection.code(),
-            reason: rejection.to_string(),
+            reason: storable(&rejection.to_string()),
             received_ms,
         }
     }

@@ -46,6 +46,8 @@ pub enum Rejection {
     BadChannelName(String),
     #[error("field `state` is {0:?}; expected \"start\" or \"end\"")]
     BadSessionState(String),
+    #[error("{0} contains a NUL character (\\u0000), which cannot be stored")]
+    NulCharacter(String),
 }
 
 impl Rejection {
@@ -69,6 +71,7 @@ impl Rejection {
             Rejection::TooManyChannels { .. } => "too_many_channels",
             Rejection::BadChannelName(_) => "bad_channel_name",
             Rejection::BadSessionState(_) => "bad_session_state",
+            Rejection::NulCharacter(_) => "nul_character",
         }
     }
 
@@ -91,6 +94,7 @@ impl Rejection {
         "too_many_channels",
         "bad_channel_name",
         "bad_session_state",
+        "nul_character",
     ];
 }
 

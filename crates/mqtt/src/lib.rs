@@ -24,6 +24,6 @@ mod publisher;
 mod subscriber;
 
 pub use config::{Config, Endpoint, MqttError};
-pub use publisher::{Publisher, PublisherStats};
+pub use publisher::{Publisher, PublisherStats, forget_session};
 pub use rumqttc::QoS;
 pub use subscriber::{AckToken, Connection, Delivery, MqttAcker, Subscriber, SubscriberHandle};

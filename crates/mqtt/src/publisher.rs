@@ -145,3 +145,32 @@ impl Publisher {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
     }
 }
+
+/// Removes the broker's persistent session of `client_id` by connecting once with a clean
+/// session. For clients whose id will not come back (a finished load run, a decommissioned
+/// device): brokers keep persistent sessions — and what is queued for them — indefinitely.
+/// Best effort: gives up silently after `timeout`.
+pub async fn forget_session(config: &Config, client_id: &str, timeout: Duration) {
+    let Ok(mut options) = config.options(client_id, false) else {
+        return;
+    };
+    options.set_clean_session(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    let _ = tokio::time::timeout(timeout, async {
+        let mut disconnecting = false;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) if !disconnecting => {
+                    disconnecting = true;
+                    // try_: awaiting the client before the next poll could deadlock.
+                    if client.try_disconnect().is_err() {
+                        break;
+                    }
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}

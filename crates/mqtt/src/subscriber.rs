@@ -51,12 +51,24 @@ impl Connection {
     }
 }
 
-/// A persistent-session, manual-ack subscription.
-#[derive(Debug)]
+/// A persistent-session, manual-ack subscription, not yet running. The client exists from
+/// [`Subscriber::new`] on, so the acker can be handed to the pipeline before messages flow.
 pub struct Subscriber {
-    config: Config,
+    client: AsyncClient,
+    eventloop: rumqttc::EventLoop,
+    connection: Arc<Connection>,
     client_id: String,
     filters: Vec<String>,
+    backoff: crate::config::Backoff,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("client_id", &self.client_id)
+            .field("filters", &self.filters)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A running subscriber.
@@ -72,46 +84,64 @@ pub struct SubscriberHandle {
 impl Subscriber {
     /// `filters` are subscribed at QoS 1 on every connection (harmless when the broker kept the
     /// session, essential when it did not).
-    pub fn new(config: &Config, client_id: String, filters: Vec<String>) -> Self {
-        Subscriber {
-            config: config.clone(),
-            client_id,
-            filters,
-        }
-    }
-
-    /// Starts the polling task. `handler` is awaited for each message, in arrival order; while it
-    /// waits, nothing more is read from the broker.
-    pub fn spawn<H, F>(self, handler: H) -> Result<SubscriberHandle, MqttError>
-    where
-        H: FnMut(Delivery) -> F + Send + 'static,
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let options = self.config.options(&self.client_id, true)?;
+    pub fn new(
+        config: &Config,
+        client_id: String,
+        filters: Vec<String>,
+    ) -> Result<Self, MqttError> {
+        let options = config.options(&client_id, true)?;
         // Acks travel through this channel; it only needs to hold what the broker has in flight.
         let (client, mut eventloop) = AsyncClient::new(options, 10_000);
         eventloop.network_options.set_tcp_nodelay(true);
         eventloop.network_options.set_connection_timeout(10);
-        let connection = Arc::new(Connection::default());
+        Ok(Subscriber {
+            client,
+            eventloop,
+            connection: Arc::new(Connection::default()),
+            client_id,
+            filters,
+            backoff: config.backoff(),
+        })
+    }
+
+    /// Acknowledges committed messages; give it to the pipeline.
+    pub fn acker(&self) -> MqttAcker {
+        MqttAcker {
+            client: self.client.clone(),
+            connection: self.connection.clone(),
+        }
+    }
+
+    pub fn connection(&self) -> Arc<Connection> {
+        self.connection.clone()
+    }
+
+    /// Starts the polling task. `handler` is awaited for each message, in arrival order; while it
+    /// waits, nothing more is read from the broker.
+    pub fn spawn<H, F>(self, handler: H) -> SubscriberHandle
+    where
+        H: FnMut(Delivery) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
         let stop_intake = CancellationToken::new();
         let finish = CancellationToken::new();
         let looper = PollLoop {
-            client: client.clone(),
-            connection: connection.clone(),
+            client: self.client.clone(),
+            connection: self.connection.clone(),
             filters: self.filters,
             client_id: self.client_id,
             stop_intake: stop_intake.clone(),
             finish: finish.clone(),
-            backoff: self.config.backoff(),
+            backoff: self.backoff,
         };
-        let task = tokio::spawn(looper.run(eventloop, handler));
-        Ok(SubscriberHandle {
-            client,
-            connection,
+        let task = tokio::spawn(looper.run(self.eventloop, handler));
+        SubscriberHandle {
+            client: self.client,
+            connection: self.connection,
             stop_intake,
             finish,
             task,
-        })
+        }
     }
 }
 

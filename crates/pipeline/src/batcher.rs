@@ -1,10 +1,10 @@
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::queue::Queue;
@@ -38,6 +38,8 @@ where
     let shared = Arc::new(Shared {
         queue: Queue::new(config.queue_capacity),
         stats: Arc::new(Stats::default()),
+        failed: AtomicBool::new(false),
+        failure: Notify::new(),
     });
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let acker_task = tokio::spawn(run_acker(acker, ack_rx));
@@ -47,8 +49,13 @@ where
         sink,
         ack_tx,
     };
+    let failed = shared.clone();
     let task = tokio::spawn(async move {
         let result = batcher.run().await;
+        if result.is_err() {
+            failed.failed.store(true, Ordering::Release);
+            failed.failure.notify_waiters();
+        }
         // The batcher dropped its sender: the acker finishes the acks it has, then stops.
         let _ = acker_task.await;
         result
@@ -80,9 +87,19 @@ impl<A: Send + 'static> Pipeline<A> {
         }
     }
 
-    /// Resolves if the pipeline stops on its own (only on failure); for `select!` in services.
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+    /// Resolves if the pipeline stops on its own, which only a failure does; services select on
+    /// it next to their shutdown signal.
+    pub async fn failed(&self) {
+        loop {
+            let notified = self.shared.failure.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a failure between the two is not missed.
+            notified.as_mut().enable();
+            if self.shared.failed.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use batcher::{Pipeline, start};
+pub use batcher::{Pipeline, PipelineFailed, start};
 pub use queue::{Closed, Intake};
 pub use stats::{LatencySnapshot, Stats, StatsSnapshot};
 
@@ -131,4 +131,7 @@ impl Config {
 struct Shared<A> {
     queue: queue::Queue<A>,
     stats: Arc<Stats>,
+    /// Set (and `failure` notified) when the batcher stopped on its own.
+    failed: std::sync::atomic::AtomicBool,
+    failure: tokio::sync::Notify,
 }

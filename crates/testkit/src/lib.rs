@@ -70,8 +70,13 @@ pub fn ci() -> bool {
 /// Checks that `server` answers. Returns `false` (after saying so loudly) when it does not and
 /// this is not CI; the caller then returns early. Panics under `CI=true`.
 ///
-/// ```ignore
-/// if !testkit::require(Server::Postgres, "stores_points_once") { return; }
+/// ```no_run
+/// # use testkit::Server;
+/// # fn stores_points_once() {
+/// if !testkit::require(Server::Postgres, "stores_points_once") {
+///     return;
+/// }
+/// # }
 /// ```
 pub fn require(server: Server, test: &str) -> bool {
     let addr = server.addr();

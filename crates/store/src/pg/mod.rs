@@ -1,0 +1,496 @@
+//! The PostgreSQL backend.
+
+pub mod encode;
+mod partitions;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use model::{Batch, Channels, Point};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Row};
+
+use crate::config::{PostgresConfig, WriteStrategy};
+use crate::error::{Backend, StoreError};
+use crate::rows::{
+    DeadLetterRow, SessionRow, WriteSet, count_from_sql, parse_extra, parse_metadata, seq_from_sql,
+    usize_to_sql,
+};
+use crate::{
+    DeadLetterRecord, SessionQuery, SessionRecord, SessionSummary, TelemetryQuery, WriteOutcome,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// A per-connection staging table for binary COPY. Temporary tables are private to a session and
+/// need no cleanup; `ON COMMIT DELETE ROWS` empties it with every transaction.
+const CREATE_STAGE: &str = "CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (
+    device_id text, session text, seq int8, ts timestamptz,
+    bt float8, et float8, gas float8, air float8, drum float8,
+    extra jsonb, received_at timestamptz
+) ON COMMIT DELETE ROWS";
+
+const COPY_STAGE: &str = "COPY telemetry_stage FROM STDIN (FORMAT binary)";
+
+const INSERT_FROM_STAGE: &str = "INSERT INTO telemetry
+    (device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at)
+SELECT device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at
+FROM telemetry_stage
+ON CONFLICT DO NOTHING";
+
+const INSERT_UNNEST: &str = "INSERT INTO telemetry
+    (device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at)
+SELECT d, s, q, 'epoch'::timestamptz + t * interval '1 millisecond',
+       bt, et, gas, air, drum, x::jsonb, 'epoch'::timestamptz + r * interval '1 millisecond'
+FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[], $6::float8[],
+            $7::float8[], $8::float8[], $9::float8[], $10::text[], $11::int8[])
+     AS u(d, s, q, t, bt, et, gas, air, drum, x, r)
+ON CONFLICT DO NOTHING";
+
+/// The commutative session upsert (see the migration). Rows are unique per key: the caller has
+/// folded a batch's events already.
+const UPSERT_SESSIONS: &str = "INSERT INTO sessions
+    (device_id, session, started_at, ended_at, metadata, updated_at)
+SELECT d, s, 'epoch'::timestamptz + st * interval '1 millisecond',
+       'epoch'::timestamptz + en * interval '1 millisecond', m::jsonb,
+       'epoch'::timestamptz + up * interval '1 millisecond'
+FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[])
+     AS u(d, s, st, en, m, up)
+ON CONFLICT (device_id, session) DO UPDATE SET
+    started_at = COALESCE(sessions.started_at, excluded.started_at),
+    ended_at = COALESCE(sessions.ended_at, excluded.ended_at),
+    metadata = sessions.metadata || excluded.metadata,
+    updated_at = GREATEST(sessions.updated_at, excluded.updated_at)";
+
+const INSERT_DEAD_LETTERS: &str = "INSERT INTO dead_letters
+    (received_at, topic, device_id, payload, payload_bytes, frame_index, reason_code, reason)
+SELECT 'epoch'::timestamptz + r * interval '1 millisecond', t, d, p, pb, fi, rc, rs
+FROM unnest($1::int8[], $2::text[], $3::text[], $4::bytea[], $5::int4[], $6::int4[],
+            $7::text[], $8::text[])
+     AS u(r, t, d, p, pb, fi, rc, rs)";
+
+/// The columns of a point, times as epoch ms, in the order [`point_from_row`] reads them.
+macro_rules! point_columns {
+    () => {
+        "device_id, session, seq, (extract(epoch from ts) * 1000)::int8, bt, et, gas, air, drum, \
+         extra::text, (extract(epoch from received_at) * 1000)::int8"
+    };
+}
+
+const SELECT_TELEMETRY: &str = concat!(
+    "SELECT ",
+    point_columns!(),
+    " FROM telemetry
+WHERE session = $1
+  AND ($2::text IS NULL OR device_id = $2)
+  AND ts >= COALESCE('epoch'::timestamptz + $3::int8 * interval '1 millisecond', '-infinity')
+  AND ts <= COALESCE('epoch'::timestamptz + $4::int8 * interval '1 millisecond', 'infinity')
+ORDER BY ts, seq, device_id
+LIMIT $5"
+);
+
+const SELECT_LATEST: &str = concat!(
+    "SELECT ",
+    point_columns!(),
+    " FROM telemetry WHERE device_id = $1 ORDER BY ts DESC, seq DESC LIMIT 1"
+);
+
+const SELECT_SESSIONS: &str = "SELECT device_id, session,
+       (extract(epoch from started_at) * 1000)::int8,
+       (extract(epoch from ended_at) * 1000)::int8,
+       metadata::text,
+       (extract(epoch from updated_at) * 1000)::int8
+FROM sessions
+WHERE ($1::text IS NULL OR device_id = $1) AND (NOT $2 OR ended_at IS NULL)
+ORDER BY COALESCE(started_at, ended_at, updated_at) DESC, device_id, session
+LIMIT $3";
+
+const SELECT_SESSION_SUMMARY: &str = "WITH pts AS (
+    SELECT device_id, count(*) AS n, min(ts) AS first_ts, max(ts) AS last_ts, max(seq) AS max_seq
+    FROM telemetry WHERE session = $1 GROUP BY device_id
+), devs AS (
+    SELECT device_id FROM sessions WHERE session = $1
+    UNION
+    SELECT device_id FROM pts
+)
+SELECT d.device_id, s.device_id IS NOT NULL,
+       (extract(epoch from s.started_at) * 1000)::int8,
+       (extract(epoch from s.ended_at) * 1000)::int8,
+       s.metadata::text,
+       (extract(epoch from s.updated_at) * 1000)::int8,
+       COALESCE(p.n, 0),
+       (extract(epoch from p.first_ts) * 1000)::int8,
+       (extract(epoch from p.last_ts) * 1000)::int8,
+       p.max_seq
+FROM devs d
+LEFT JOIN sessions s ON s.device_id = d.device_id AND s.session = $1
+LEFT JOIN pts p ON p.device_id = d.device_id
+ORDER BY d.device_id";
+
+const SELECT_DEAD_LETTERS: &str = "SELECT id, (extract(epoch from received_at) * 1000)::int8,
+       topic, device_id, payload, payload_bytes, frame_index, reason_code, reason
+FROM dead_letters ORDER BY id DESC LIMIT $1";
+
+const PRUNE_DEAD_LETTERS: &str = "DELETE FROM dead_letters
+WHERE received_at < 'epoch'::timestamptz + $1::int8 * interval '1 millisecond'
+   OR id <= (SELECT id FROM dead_letters ORDER BY id DESC OFFSET $2 LIMIT 1)";
+
+/// Telemetry in PostgreSQL. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    strategy: WriteStrategy,
+    /// Client-side bound on a whole write: a hung server or a black-holed network never reports
+    /// its own statement timeout.
+    write_deadline: Duration,
+    acquire_timeout: Duration,
+}
+
+impl PgStore {
+    /// Creates the connection pool without connecting: connections are opened on first use, so
+    /// this succeeds while PostgreSQL is down. Each connection gets the configured
+    /// `statement_timeout` (and, for [`WriteStrategy::Copy`], its staging table).
+    pub fn connect(url: &str, cfg: &PostgresConfig) -> Result<PgStore, StoreError> {
+        if cfg.max_connections == 0 {
+            return Err(StoreError::Config(
+                "postgres.max_connections must be > 0".into(),
+            ));
+        }
+        // The parse error's text never contains the URL, which may carry a password.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?
+            .application_name("simcorp-store")
+            .options([("statement_timeout", cfg.statement_timeout_ms)]);
+        let mut pool = PgPoolOptions::new()
+            .max_connections(cfg.max_connections)
+            .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms));
+        if cfg.write_strategy == WriteStrategy::Copy {
+            pool = pool.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query(CREATE_STAGE).execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
+        }
+        Ok(PgStore {
+            pool: pool.connect_lazy_with(options),
+            strategy: cfg.write_strategy,
+            write_deadline: Duration::from_millis(
+                cfg.acquire_timeout_ms + cfg.statement_timeout_ms + 1000,
+            ),
+            acquire_timeout: Duration::from_millis(cfg.acquire_timeout_ms),
+        })
+    }
+
+    /// Applies `migrations/postgres`. Safe when several replicas start at once: sqlx's migrator
+    /// holds a database-wide advisory lock while it runs.
+    ///
+    /// Runs on a connection of its own, closed afterwards: a migration that fails half-way
+    /// returns without releasing that session-level lock, which must not live on in the pool;
+    /// and waiting for another replica's migration is not a statement timeout.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let options = (*self.pool.connect_options()).clone();
+        // A pool of one rather than a bare connection: the migrator's `Acquire` bound on
+        // `&mut PgConnection` makes the calling future not provably `Send` (a known rustc
+        // limitation), and callers spawn this.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(self.acquire_timeout)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query("SET statement_timeout = 0")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        let result = MIGRATOR.run(&pool).await;
+        pool.close().await;
+        result.map_err(|source| StoreError::Migrate {
+            backend: Backend::Postgres,
+            source,
+        })
+    }
+
+    /// The pool, for tests and benchmarks that inspect the database directly.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn write_strategy(&self) -> WriteStrategy {
+        self.strategy
+    }
+
+    pub async fn write(&self, batch: &Batch) -> Result<WriteOutcome, StoreError> {
+        self.write_set(&WriteSet::from_batch(batch)).await
+    }
+
+    pub(crate) async fn write_set(&self, set: &WriteSet<'_>) -> Result<WriteOutcome, StoreError> {
+        deadline(self.write_deadline, "write", async {
+            let mut tx = self.pool.begin().await.map_err(StoreError::pg)?;
+            let inserted = if set.points.is_empty() {
+                0
+            } else {
+                match self.strategy {
+                    WriteStrategy::Unnest => insert_unnest(&mut tx, set.points).await?,
+                    WriteStrategy::Copy => insert_copy(&mut tx, set.points).await?,
+                }
+            };
+            upsert_sessions(&mut tx, &set.sessions).await?;
+            insert_dead_letters(&mut tx, &set.dead_letters).await?;
+            tx.commit().await.map_err(StoreError::pg)?;
+            Ok(WriteOutcome::new(set.points.len(), inserted))
+        })
+        .await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::pg)
+    }
+
+    pub async fn sessions(&self, q: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = sqlx::query(SELECT_SESSIONS)
+            .bind(q.device_id.as_deref())
+            .bind(q.active_only)
+            .bind(usize_to_sql(q.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::pg)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SessionRecord {
+                    device_id: get(r, 0)?,
+                    session: get(r, 1)?,
+                    started_ms: get(r, 2)?,
+                    ended_ms: get(r, 3)?,
+                    metadata: parse_metadata(&get::<String>(r, 4)?, Backend::Postgres)?,
+                    updated_ms: get(r, 5)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn session(&self, session: &str) -> Result<Vec<SessionSummary>, StoreError> {
+        let rows = sqlx::query(SELECT_SESSION_SUMMARY)
+            .bind(session)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::pg)?;
+        rows.iter()
+            .map(|r| {
+                let device_id: String = get(r, 0)?;
+                let record = if get::<bool>(r, 1)? {
+                    Some(SessionRecord {
+                        device_id: device_id.clone(),
+                        session: session.to_owned(),
+                        started_ms: get(r, 2)?,
+                        ended_ms: get(r, 3)?,
+                        metadata: parse_metadata(&get::<String>(r, 4)?, Backend::Postgres)?,
+                        updated_ms: get(r, 5)?,
+                    })
+                } else {
+                    None
+                };
+                Ok(SessionSummary {
+                    device_id,
+                    session: session.to_owned(),
+                    record,
+                    points: count_from_sql(get(r, 6)?),
+                    first_ts_ms: get(r, 7)?,
+                    last_ts_ms: get(r, 8)?,
+                    max_seq: get::<Option<i64>>(r, 9)?
+                        .map(|s| seq_from_sql(s, Backend::Postgres))
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn telemetry(&self, q: &TelemetryQuery) -> Result<Vec<Point>, StoreError> {
+        let rows = sqlx::query(SELECT_TELEMETRY)
+            .bind(&q.session)
+            .bind(q.device_id.as_deref())
+            .bind(q.from_ms)
+            .bind(q.to_ms)
+            .bind(usize_to_sql(q.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::pg)?;
+        rows.iter().map(point_from_row).collect()
+    }
+
+    pub async fn latest(&self, device_id: &str) -> Result<Option<Point>, StoreError> {
+        let row = sqlx::query(SELECT_LATEST)
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::pg)?;
+        row.as_ref().map(point_from_row).transpose()
+    }
+
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        let rows = sqlx::query(SELECT_DEAD_LETTERS)
+            .bind(usize_to_sql(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::pg)?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetterRecord {
+                    id: get(r, 0)?,
+                    received_ms: get(r, 1)?,
+                    topic: get(r, 2)?,
+                    device_id: get(r, 3)?,
+                    payload: get(r, 4)?,
+                    payload_bytes: usize::try_from(get::<i32>(r, 5)?).unwrap_or(0),
+                    frame_index: get::<Option<i32>>(r, 6)?.and_then(|i| usize::try_from(i).ok()),
+                    reason_code: get(r, 7)?,
+                    reason: get(r, 8)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn prune_dead_letters(
+        &self,
+        older_than_ms: i64,
+        keep_at_most: u64,
+    ) -> Result<u64, StoreError> {
+        sqlx::query(PRUNE_DEAD_LETTERS)
+            .bind(older_than_ms)
+            .bind(i64::try_from(keep_at_most).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(StoreError::pg)
+    }
+}
+
+async fn insert_unnest(conn: &mut PgConnection, points: &[Point]) -> Result<u64, StoreError> {
+    let c = encode::UnnestColumns::from(points);
+    sqlx::query(INSERT_UNNEST)
+        .bind(c.device_id)
+        .bind(c.session)
+        .bind(c.seq)
+        .bind(c.ts_ms)
+        .bind(c.bt)
+        .bind(c.et)
+        .bind(c.gas)
+        .bind(c.air)
+        .bind(c.drum)
+        .bind(c.extra)
+        .bind(c.received_ms)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(StoreError::pg)
+}
+
+async fn insert_copy(conn: &mut PgConnection, points: &[Point]) -> Result<u64, StoreError> {
+    let data = encode::copy_binary(points);
+    let mut copy = conn.copy_in_raw(COPY_STAGE).await.map_err(StoreError::pg)?;
+    if let Err(e) = copy.send(data).await {
+        // Leaves the connection usable; the transaction is rolled back by the caller anyway.
+        let _ = copy.abort("sending COPY data failed").await;
+        return Err(StoreError::pg(e));
+    }
+    copy.finish().await.map_err(StoreError::pg)?;
+    sqlx::query(INSERT_FROM_STAGE)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(StoreError::pg)
+}
+
+async fn upsert_sessions(conn: &mut PgConnection, rows: &[SessionRow]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(UPSERT_SESSIONS)
+        .bind(
+            rows.iter()
+                .map(|r| r.device_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.session.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.started_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.ended_ms).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(SessionRow::metadata_json)
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.updated_ms).collect::<Vec<_>>())
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::pg)
+}
+
+async fn insert_dead_letters(
+    conn: &mut PgConnection,
+    rows: &[DeadLetterRow<'_>],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(INSERT_DEAD_LETTERS)
+        .bind(rows.iter().map(|r| r.received_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.topic).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.device_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.payload).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.payload_bytes).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.frame_index).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.reason_code).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.reason).collect::<Vec<_>>())
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::pg)
+}
+
+fn get<'r, T>(row: &'r PgRow, i: usize) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(i).map_err(StoreError::pg)
+}
+
+fn point_from_row(r: &PgRow) -> Result<Point, StoreError> {
+    Ok(Point {
+        device_id: get(r, 0)?,
+        session: get(r, 1)?,
+        seq: seq_from_sql(get(r, 2)?, Backend::Postgres)?,
+        ts_ms: get(r, 3)?,
+        channels: Channels {
+            bt: get(r, 4)?,
+            et: get(r, 5)?,
+            gas: get(r, 6)?,
+            air: get(r, 7)?,
+            drum: get(r, 8)?,
+            extra: parse_extra(get::<Option<&str>>(r, 9)?, Backend::Postgres)?,
+        },
+        received_ms: get(r, 10)?,
+    })
+}
+
+/// Runs `fut`, or gives up after `limit` with [`StoreError::Timeout`].
+async fn deadline<T>(
+    limit: Duration,
+    what: &'static str,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or(Err(StoreError::Timeout {
+            backend: Backend::Postgres,
+            what,
+            ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+        }))
+}

@@ -1,0 +1,532 @@
+//! The SQLite backend: the primary store when no PostgreSQL is configured, and the durable
+//! store's fallback.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use model::{Batch, Channels, Point};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+
+use crate::config::{SqliteConfig, Synchronous};
+use crate::error::{Backend, StoreError};
+use crate::rows::{
+    DeadLetterRow, SessionRow, WriteSet, count_from_sql, merge_metadata, parse_extra,
+    parse_metadata, seq_from_sql, seq_to_sql, usize_to_sql,
+};
+use crate::{
+    DeadLetterRecord, SessionQuery, SessionRecord, SessionSummary, TelemetryQuery, WriteOutcome,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// Columns of a telemetry row, as bound per point.
+const POINT_FIELDS: usize = 11;
+
+/// Points per multi-row INSERT: SQLite allows 32 766 bound parameters per statement (since
+/// 3.32; the bundled library is newer), and 1000 rows of 11 stay well below.
+const POINTS_PER_INSERT: usize = 1000;
+
+const POINT_COLUMNS: &str =
+    "device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at";
+
+const SELECT_TELEMETRY: &str =
+    "SELECT device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at
+FROM telemetry
+WHERE session = ?1
+  AND (?2 IS NULL OR device_id = ?2)
+  AND ts >= COALESCE(?3, -9223372036854775808)
+  AND ts <= COALESCE(?4, 9223372036854775807)
+ORDER BY ts, seq, device_id
+LIMIT ?5";
+
+const SELECT_LATEST: &str =
+    "SELECT device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at
+FROM telemetry WHERE device_id = ?1 ORDER BY ts DESC, seq DESC LIMIT 1";
+
+const SELECT_METADATA: &str = "SELECT metadata FROM sessions WHERE device_id = ?1 AND session = ?2";
+
+/// The same commutative upsert as PostgreSQL's, except that the metadata merge happens in Rust
+/// (SQLite's json_patch is a deep merge that deletes null keys, not jsonb's `||`); that is safe
+/// because this store has a single writer connection.
+const UPSERT_SESSION: &str = "INSERT INTO sessions
+    (device_id, session, started_at, ended_at, metadata, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (device_id, session) DO UPDATE SET
+    started_at = COALESCE(sessions.started_at, excluded.started_at),
+    ended_at = COALESCE(sessions.ended_at, excluded.ended_at),
+    metadata = excluded.metadata,
+    updated_at = MAX(sessions.updated_at, excluded.updated_at)";
+
+const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters
+    (received_at, topic, device_id, payload, payload_bytes, frame_index, reason_code, reason)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const SELECT_SESSIONS: &str =
+    "SELECT device_id, session, started_at, ended_at, metadata, updated_at
+FROM sessions
+WHERE (?1 IS NULL OR device_id = ?1) AND (NOT ?2 OR ended_at IS NULL)
+ORDER BY COALESCE(started_at, ended_at, updated_at) DESC, device_id, session
+LIMIT ?3";
+
+const SELECT_SESSION_SUMMARY: &str = "WITH pts AS (
+    SELECT device_id, count(*) AS n, min(ts) AS first_ts, max(ts) AS last_ts, max(seq) AS max_seq
+    FROM telemetry WHERE session = ?1 GROUP BY device_id
+), devs AS (
+    SELECT device_id FROM sessions WHERE session = ?1
+    UNION
+    SELECT device_id FROM pts
+)
+SELECT d.device_id, s.device_id IS NOT NULL, s.started_at, s.ended_at, s.metadata, s.updated_at,
+       COALESCE(p.n, 0), p.first_ts, p.last_ts, p.max_seq
+FROM devs d
+LEFT JOIN sessions s ON s.device_id = d.device_id AND s.session = ?1
+LEFT JOIN pts p ON p.device_id = d.device_id
+ORDER BY d.device_id";
+
+const SELECT_DEAD_LETTERS: &str =
+    "SELECT id, received_at, topic, device_id, payload, payload_bytes,
+       frame_index, reason_code, reason
+FROM dead_letters ORDER BY id DESC LIMIT ?1";
+
+const PRUNE_DEAD_LETTERS: &str = "DELETE FROM dead_letters
+WHERE received_at < ?1
+   OR id <= (SELECT id FROM dead_letters ORDER BY id DESC LIMIT 1 OFFSET ?2)";
+
+/// Telemetry in a local SQLite file. Cheap to clone (pool handles).
+///
+/// All writes go through one connection, so they are serialized and never contend for SQLite's
+/// write lock; reads use a small pool of their own, which WAL mode lets run alongside a write.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) and migrates the database at `path`.
+    pub async fn open(path: &Path, cfg: &SqliteConfig) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Path {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(false);
+        let writer_options = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match cfg.synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            });
+        // Queued writes wait for the one connection; a long wait means the disk is stuck.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(writer_options)
+            .await
+            .map_err(StoreError::sqlite)?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                backend: Backend::Sqlite,
+                source,
+            })?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(base.read_only(true));
+        Ok(SqliteStore {
+            writer,
+            reader,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub async fn write(&self, batch: &Batch) -> Result<WriteOutcome, StoreError> {
+        self.write_set(&WriteSet::from_batch(batch)).await
+    }
+
+    pub(crate) async fn write_set(&self, set: &WriteSet<'_>) -> Result<WriteOutcome, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(StoreError::sqlite)?;
+        let mut inserted = 0;
+        for chunk in set.points.chunks(POINTS_PER_INSERT) {
+            inserted += insert_points(&mut tx, chunk).await?;
+        }
+        for row in &set.sessions {
+            upsert_session(&mut tx, row).await?;
+        }
+        for row in &set.dead_letters {
+            insert_dead_letter(&mut tx, row).await?;
+        }
+        tx.commit().await.map_err(StoreError::sqlite)?;
+        Ok(WriteOutcome::new(set.points.len(), inserted))
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::sqlite)
+    }
+
+    pub async fn sessions(&self, q: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = sqlx::query(SELECT_SESSIONS)
+            .bind(q.device_id.as_deref())
+            .bind(q.active_only)
+            .bind(usize_to_sql(q.limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(StoreError::sqlite)?;
+        rows.iter().map(|r| session_from_row(r, 0)).collect()
+    }
+
+    pub async fn session(&self, session: &str) -> Result<Vec<SessionSummary>, StoreError> {
+        let rows = sqlx::query(SELECT_SESSION_SUMMARY)
+            .bind(session)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(StoreError::sqlite)?;
+        rows.iter()
+            .map(|r| {
+                let device_id: String = get(r, 0)?;
+                let record = if get::<bool>(r, 1)? {
+                    Some(SessionRecord {
+                        device_id: device_id.clone(),
+                        session: session.to_owned(),
+                        started_ms: get(r, 2)?,
+                        ended_ms: get(r, 3)?,
+                        metadata: parse_metadata(&get::<String>(r, 4)?, Backend::Sqlite)?,
+                        updated_ms: get(r, 5)?,
+                    })
+                } else {
+                    None
+                };
+                Ok(SessionSummary {
+                    device_id,
+                    session: session.to_owned(),
+                    record,
+                    points: count_from_sql(get(r, 6)?),
+                    first_ts_ms: get(r, 7)?,
+                    last_ts_ms: get(r, 8)?,
+                    max_seq: get::<Option<i64>>(r, 9)?
+                        .map(|s| seq_from_sql(s, Backend::Sqlite))
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn telemetry(&self, q: &TelemetryQuery) -> Result<Vec<Point>, StoreError> {
+        let rows = sqlx::query(SELECT_TELEMETRY)
+            .bind(q.session.as_str())
+            .bind(q.device_id.as_deref())
+            .bind(q.from_ms)
+            .bind(q.to_ms)
+            .bind(usize_to_sql(q.limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(StoreError::sqlite)?;
+        rows.iter().map(|r| point_from_row(r, 0)).collect()
+    }
+
+    pub async fn latest(&self, device_id: &str) -> Result<Option<Point>, StoreError> {
+        let row = sqlx::query(SELECT_LATEST)
+            .bind(device_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(StoreError::sqlite)?;
+        row.as_ref().map(|r| point_from_row(r, 0)).transpose()
+    }
+
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        let rows = sqlx::query(SELECT_DEAD_LETTERS)
+            .bind(usize_to_sql(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(StoreError::sqlite)?;
+        rows.iter().map(dead_letter_from_row).collect()
+    }
+
+    pub async fn prune_dead_letters(
+        &self,
+        older_than_ms: i64,
+        keep_at_most: u64,
+    ) -> Result<u64, StoreError> {
+        sqlx::query(PRUNE_DEAD_LETTERS)
+            .bind(older_than_ms)
+            .bind(i64::try_from(keep_at_most).unwrap_or(i64::MAX))
+            .execute(&self.writer)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(StoreError::sqlite)
+    }
+
+    // Draining the fallback: read the oldest rows, and delete them once PostgreSQL has them.
+
+    /// Points stored, i.e. the fallback's backlog.
+    pub(crate) async fn count_points(&self) -> Result<u64, StoreError> {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM telemetry")
+            .fetch_one(&self.reader)
+            .await
+            .map(count_from_sql)
+            .map_err(StoreError::sqlite)
+    }
+
+    /// The oldest `limit` points in arrival (rowid) order, with the rowid range they span.
+    pub(crate) async fn oldest_points(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<Point>, Option<(i64, i64)>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT rowid, device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at
+             FROM telemetry ORDER BY rowid LIMIT ?1",
+        )
+        .bind(usize_to_sql(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StoreError::sqlite)?;
+        let span = match (rows.first(), rows.last()) {
+            (Some(first), Some(last)) => Some((get(first, 0)?, get(last, 0)?)),
+            _ => None,
+        };
+        let points = rows
+            .iter()
+            .map(|r| point_from_row(r, 1))
+            .collect::<Result<_, _>>()?;
+        Ok((points, span))
+    }
+
+    /// Deletes points by rowid range. Every row in the range is one [`Self::oldest_points`]
+    /// returned: points are never updated and new ones get larger rowids (no AUTOINCREMENT, but
+    /// SQLite only reuses rowids below the current maximum, which is in the range).
+    pub(crate) async fn delete_points(&self, first: i64, last: i64) -> Result<u64, StoreError> {
+        sqlx::query("DELETE FROM telemetry WHERE rowid BETWEEN ?1 AND ?2")
+            .bind(first)
+            .bind(last)
+            .execute(&self.writer)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(StoreError::sqlite)
+    }
+
+    /// The oldest `limit` session rows, each with its metadata exactly as stored.
+    pub(crate) async fn oldest_sessions(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(SessionRecord, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT device_id, session, started_at, ended_at, metadata, updated_at
+             FROM sessions ORDER BY rowid LIMIT ?1",
+        )
+        .bind(usize_to_sql(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StoreError::sqlite)?;
+        rows.iter()
+            .map(|r| Ok((session_from_row(r, 0)?, get::<String>(r, 4)?)))
+            .collect()
+    }
+
+    /// Deletes a session row only if it is still exactly as read (`metadata` is the stored
+    /// text): a write that merged more into it meanwhile keeps it for the next replay.
+    pub(crate) async fn delete_session_if_unchanged(
+        &self,
+        s: &SessionRecord,
+        metadata: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM sessions WHERE device_id = ?1 AND session = ?2 AND started_at IS ?3
+             AND ended_at IS ?4 AND metadata = ?5 AND updated_at = ?6",
+        )
+        .bind(s.device_id.as_str())
+        .bind(s.session.as_str())
+        .bind(s.started_ms)
+        .bind(s.ended_ms)
+        .bind(metadata)
+        .bind(s.updated_ms)
+        .execute(&self.writer)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::sqlite)
+    }
+
+    pub(crate) async fn oldest_dead_letters(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, received_at, topic, device_id, payload, payload_bytes, frame_index,
+                    reason_code, reason
+             FROM dead_letters ORDER BY id LIMIT ?1",
+        )
+        .bind(usize_to_sql(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(StoreError::sqlite)?;
+        rows.iter().map(dead_letter_from_row).collect()
+    }
+
+    /// Deletes dead letters by id range; like points, they are never updated.
+    pub(crate) async fn delete_dead_letters(
+        &self,
+        first: i64,
+        last: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM dead_letters WHERE id BETWEEN ?1 AND ?2")
+            .bind(first)
+            .bind(last)
+            .execute(&self.writer)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::sqlite)
+    }
+}
+
+async fn insert_points(conn: &mut SqliteConnection, points: &[Point]) -> Result<u64, StoreError> {
+    let mut sql = String::with_capacity(80 + points.len() * (POINT_FIELDS * 2 + 3));
+    sql.push_str("INSERT INTO telemetry (");
+    sql.push_str(POINT_COLUMNS);
+    sql.push_str(") VALUES ");
+    for i in 0..points.len() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?)");
+    }
+    // Not `INSERT OR IGNORE`: that also skips rows failing a CHECK or NOT NULL constraint, and a
+    // refused point must fail the batch, as in PostgreSQL. The upsert clause covers only the key.
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    // Only placeholders are spliced in; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for p in points {
+        q = q
+            .bind(p.device_id.as_str())
+            .bind(p.session.as_str())
+            .bind(seq_to_sql(p.seq))
+            .bind(p.ts_ms)
+            .bind(p.channels.bt)
+            .bind(p.channels.et)
+            .bind(p.channels.gas)
+            .bind(p.channels.air)
+            .bind(p.channels.drum)
+            .bind(crate::rows::extra_json(&p.channels.extra))
+            .bind(p.received_ms);
+    }
+    q.execute(conn)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(StoreError::sqlite)
+}
+
+async fn upsert_session(conn: &mut SqliteConnection, row: &SessionRow) -> Result<(), StoreError> {
+    let stored: Option<String> = sqlx::query_scalar(SELECT_METADATA)
+        .bind(row.device_id.as_str())
+        .bind(row.session.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(StoreError::sqlite)?;
+    let metadata = match stored {
+        Some(stored) => merge_metadata(&stored, &row.metadata, Backend::Sqlite)?,
+        None => row.metadata_json(),
+    };
+    sqlx::query(UPSERT_SESSION)
+        .bind(row.device_id.as_str())
+        .bind(row.session.as_str())
+        .bind(row.started_ms)
+        .bind(row.ended_ms)
+        .bind(metadata)
+        .bind(row.updated_ms)
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::sqlite)
+}
+
+async fn insert_dead_letter(
+    conn: &mut SqliteConnection,
+    row: &DeadLetterRow<'_>,
+) -> Result<(), StoreError> {
+    sqlx::query(INSERT_DEAD_LETTER)
+        .bind(row.received_ms)
+        .bind(row.topic)
+        .bind(row.device_id)
+        .bind(row.payload)
+        .bind(row.payload_bytes)
+        .bind(row.frame_index)
+        .bind(row.reason_code)
+        .bind(row.reason)
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::sqlite)
+}
+
+fn get<'r, T>(row: &'r SqliteRow, i: usize) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(i).map_err(StoreError::sqlite)
+}
+
+/// Reads a point from the columns starting at `at`.
+fn point_from_row(r: &SqliteRow, at: usize) -> Result<Point, StoreError> {
+    Ok(Point {
+        device_id: get(r, at)?,
+        session: get(r, at + 1)?,
+        seq: seq_from_sql(get(r, at + 2)?, Backend::Sqlite)?,
+        ts_ms: get(r, at + 3)?,
+        channels: Channels {
+            bt: get(r, at + 4)?,
+            et: get(r, at + 5)?,
+            gas: get(r, at + 6)?,
+            air: get(r, at + 7)?,
+            drum: get(r, at + 8)?,
+            extra: parse_extra(get::<Option<&str>>(r, at + 9)?, Backend::Sqlite)?,
+        },
+        received_ms: get(r, at + 10)?,
+    })
+}
+
+fn session_from_row(r: &SqliteRow, at: usize) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        device_id: get(r, at)?,
+        session: get(r, at + 1)?,
+        started_ms: get(r, at + 2)?,
+        ended_ms: get(r, at + 3)?,
+        metadata: parse_metadata(&get::<String>(r, at + 4)?, Backend::Sqlite)?,
+        updated_ms: get(r, at + 5)?,
+    })
+}
+
+fn dead_letter_from_row(r: &SqliteRow) -> Result<DeadLetterRecord, StoreError> {
+    Ok(DeadLetterRecord {
+        id: get(r, 0)?,
+        received_ms: get(r, 1)?,
+        topic: get(r, 2)?,
+        device_id: get(r, 3)?,
+        payload: get(r, 4)?,
+        payload_bytes: usize::try_from(get::<i64>(r, 5)?).unwrap_or(0),
+        frame_index: get::<Option<i64>>(r, 6)?.and_then(|i| usize::try_from(i).ok()),
+        reason_code: get(r, 7)?,
+        reason: get(r, 8)?,
+    })
+}

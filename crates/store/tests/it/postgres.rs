@@ -1,0 +1,256 @@
+//! What only the PostgreSQL backend has: two write strategies, daily partitions, migrations by
+//! concurrent replicas, and telling unavailability from refusal.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use model::{Batch, SessionState};
+use sqlx::Connection as _;
+use store::{PgStore, PostgresConfig, Store, WriteStrategy};
+use testkit::{Server, TestDatabase};
+
+use crate::common::{base_ms, dead_letter, pg_store, point, points, session_event};
+
+const DAY_MS: i64 = 86_400_000;
+
+async fn dump(store: &PgStore) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT row_to_json(t)::text FROM (
+             SELECT tableoid::regclass::text AS partition, device_id, session, seq, ts,
+                    bt, et, gas, air, drum, extra, received_at
+             FROM telemetry ORDER BY session, device_id, seq) t",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn both_write_strategies_store_identical_rows() {
+    if !testkit::require(
+        Server::Postgres,
+        "both_write_strategies_store_identical_rows",
+    ) {
+        return;
+    }
+    let (db_unnest, db_copy) = (TestDatabase::create().await, TestDatabase::create().await);
+    let unnest = pg_store(&db_unnest.url, WriteStrategy::Unnest).await;
+    let copy = pg_store(&db_copy.url, WriteStrategy::Copy).await;
+    assert_eq!(copy.write_strategy(), WriteStrategy::Copy);
+
+    let t = base_ms();
+    let mut batch = points(
+        (0..300)
+            .map(|i| point("r-1", "s-1", i, t + i as i64 * 500))
+            .collect(),
+    );
+    batch.points.push(batch.points[3].clone());
+    let mut sparse = point("r-2", "s-1", 1, t - DAY_MS);
+    sparse.channels = model::Channels {
+        air: Some(12.5),
+        ..model::Channels::default()
+    };
+    batch.points.push(sparse);
+    batch.sessions.push(session_event(
+        "r-1",
+        "s-1",
+        SessionState::Start,
+        t,
+        serde_json::json!({"bean": "x"}),
+    ));
+    batch
+        .dead_letters
+        .push(dead_letter(Some("r-1"), t, Some(2)));
+
+    let a = unnest.write(&batch).await.unwrap();
+    let b = copy.write(&batch).await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!((a.points_inserted, a.points_duplicate), (301, 1));
+    // Twice in a row on the same connection: the staging table is emptied at each commit.
+    let b2 = copy.write(&batch).await.unwrap();
+    assert_eq!((b2.points_inserted, b2.points_duplicate), (0, 302));
+
+    let rows = dump(&unnest).await;
+    assert_eq!(rows.len(), 301);
+    assert_eq!(rows, dump(&copy).await);
+    let (ua, ca) = (Store::Postgres(unnest), Store::Postgres(copy));
+    assert_eq!(
+        ua.session("s-1").await.unwrap(),
+        ca.session("s-1").await.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn rows_land_in_their_day_partition() {
+    if !testkit::require(Server::Postgres, "rows_land_in_their_day_partition") {
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let store = pg_store(&db.url, WriteStrategy::Unnest).await;
+    let now = model::now_ms();
+    let batch = points(vec![
+        point("r-1", "s-1", 1, now - 3 * DAY_MS),
+        point("r-1", "s-1", 2, now - DAY_MS),
+        point("r-1", "s-1", 3, now - 60_000),
+    ]);
+    store.write(&batch).await.unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT tableoid::regclass::text,
+                'telemetry_p' || to_char(ts AT TIME ZONE 'UTC', 'YYYYMMDD')
+         FROM telemetry ORDER BY seq",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 3);
+    for (partition, day) in &rows {
+        assert_eq!(partition, day);
+    }
+    let distinct: BTreeSet<_> = rows.iter().map(|r| &r.0).collect();
+    assert_eq!(distinct.len(), 3, "{rows:?}");
+}
+
+#[tokio::test]
+async fn a_day_without_partition_goes_to_the_default_one() {
+    if !testkit::require(
+        Server::Postgres,
+        "a_day_without_partition_goes_to_the_default_one",
+    ) {
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let store = pg_store(&db.url, WriteStrategy::Copy).await;
+    let old = model::now_ms() - 30 * DAY_MS;
+    let p = point("r-1", "s-old", 1, old);
+    store.write(&points(vec![p.clone()])).await.unwrap();
+    let partition: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM telemetry")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(partition, "telemetry_default");
+
+    // Its day's partition cannot be created while the point sits in the default one: skipped
+    // (with a warning), nothing fails, the point stays readable.
+    assert_eq!(
+        store.ensure_partitions(old, 0, 0).await.unwrap(),
+        Vec::<String>::new()
+    );
+    let s = Store::Postgres(store.clone());
+    let got = s
+        .telemetry(&store::TelemetryQuery::session("s-old"))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![p]);
+
+    // An empty day is created, once.
+    let created = store
+        .ensure_partitions(old - 10 * DAY_MS, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1);
+    assert!(created[0].starts_with("telemetry_p"), "{created:?}");
+    assert!(
+        store
+            .ensure_partitions(old - 10 * DAY_MS, 0, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_replicas_migrate_and_partition_safely() {
+    if !testkit::require(
+        Server::Postgres,
+        "concurrent_replicas_migrate_and_partition_safely",
+    ) {
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let cfg = PostgresConfig::default();
+    let replicas: Vec<PgStore> = (0..3)
+        .map(|_| PgStore::connect(&db.url, &cfg).unwrap())
+        .collect();
+    let migrated = join_all(replicas.iter().map(|r| r.migrate())).await;
+    assert!(migrated.iter().all(Result::is_ok), "{migrated:?}");
+
+    let now = model::now_ms();
+    let created = join_all(replicas.iter().map(|r| r.ensure_partitions(now, 8, 2))).await;
+    let mut all = Vec::new();
+    for c in created {
+        all.extend(c.unwrap());
+    }
+    let distinct: BTreeSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 11, "each day created exactly once: {all:?}");
+    assert_eq!(distinct.len(), 11);
+}
+
+#[tokio::test]
+async fn a_write_that_cannot_finish_in_time_is_unavailability() {
+    if !testkit::require(
+        Server::Postgres,
+        "a_write_that_cannot_finish_in_time_is_unavailability",
+    ) {
+        return;
+    }
+    let db = TestDatabase::create().await;
+    pg_store(&db.url, WriteStrategy::Unnest).await;
+    let cfg = PostgresConfig {
+        statement_timeout_ms: 300,
+        ..PostgresConfig::default()
+    };
+    let store = PgStore::connect(&db.url, &cfg).unwrap();
+
+    // Another session holds the table: our insert waits until its statement_timeout.
+    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE telemetry IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = store
+        .write(&points(vec![point("r-1", "s-1", 1, base_ms())]))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+
+    // Refusals are not unavailability.
+    let mut bad = point("r-1", "s-1", 1, base_ms());
+    bad.seq = u64::MAX;
+    let err = store.write(&points(vec![bad])).await.unwrap_err();
+    assert!(!err.is_unavailable(), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailability() {
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/none",
+        testkit::free_port()
+    );
+    let cfg = PostgresConfig {
+        acquire_timeout_ms: 300,
+        ..PostgresConfig::default()
+    };
+    // Lazy: creating the store does not need the server.
+    let store = PgStore::connect(&url, &cfg).unwrap();
+    let started = Instant::now();
+    let err = store
+        .write(&Batch {
+            points: vec![point("r", "s", 1, 0)],
+            ..Batch::default()
+        })
+        .await;
+    assert!(err.unwrap_err().is_unavailable());
+    assert!(store.ping().await.unwrap_err().is_unavailable());
+    assert!(store.migrate().await.unwrap_err().is_unavailable());
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let err = PgStore::connect("not a url", &cfg).unwrap_err();
+    assert!(!err.is_unavailable());
+}

@@ -1,0 +1,142 @@
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use kit::config::Sources;
+use secrecy::ExposeSecret as _;
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "simcorp",
+    version,
+    about = "Sim-Corp roaster telemetry platform"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the whole platform in this process (embedded broker, SQLite, in-process cache
+    /// unless real servers are given).
+    Up(Options),
+    /// Run one service, as a container would.
+    Serve {
+        #[arg(value_enum)]
+        service: Service,
+        #[command(flatten)]
+        options: Options,
+    },
+    /// Apply the database migrations (PostgreSQL when configured, else the SQLite store).
+    Migrate(Options),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Service {
+    Ingestion,
+}
+
+/// Where the servers are. Each flag overrides the configuration file and `SIMCORP_*` variables.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Options {
+    /// Configuration file (TOML) [env: SIMCORP_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// MQTT broker, e.g. mqtt://127.0.0.1:1883 [env: SIMCORP_MQTT_URL]
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
+    /// PostgreSQL, e.g. postgres://user@host/db [env: SIMCORP_POSTGRES_URL; prefer
+    /// SIMCORP_POSTGRES_URL_FILE for URLs with passwords]
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// Redis, e.g. redis://127.0.0.1:6379 [env: SIMCORP_REDIS_URL]
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Where SQLite files live [env: SIMCORP_DATA_DIR] [default: ./data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format [env: SIMCORP_LOG_FORMAT]
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+impl Options {
+    pub(crate) fn sources(&self) -> Sources {
+        let mut s = Sources {
+            file: self.config.clone(),
+            ..Sources::default()
+        };
+        if let Some(v) = &self.mqtt {
+            s = s.set("mqtt.url", v.as_str());
+        }
+        if let Some(v) = &self.postgres {
+            s = s.set("postgres.url", v.as_str());
+        }
+        if let Some(v) = &self.redis {
+            s = s.set("redis.url", v.as_str());
+        }
+        if let Some(v) = &self.data_dir {
+            s = s.set("data_dir", v.to_string_lossy().as_ref());
+        }
+        if let Some(v) = self.log_format {
+            s = s.set(
+                "log.format",
+                match v {
+                    LogFormat::Json => "json",
+                    LogFormat::Text => "text",
+                },
+            );
+        }
+        s
+    }
+}
+
+impl Cli {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Up(options) => crate::up::run(options.sources()).await,
+            Command::Serve {
+                service: Service::Ingestion,
+                options,
+            } => serve_ingestion(options.sources()).await,
+            Command::Migrate(options) => migrate(options.sources()).await,
+        }
+    }
+}
+
+async fn serve_ingestion(sources: Sources) -> anyhow::Result<()> {
+    let config = ingestion::Config::load(&sources)?;
+    kit::logging::init(&config.log);
+    let listener = tokio::net::TcpListener::bind(config.ingestion.http_addr)
+        .await
+        .with_context(|| format!("binding ingestion to {}", config.ingestion.http_addr))?;
+    ingestion::run(config, listener, kit::shutdown::signal()).await?;
+    Ok(())
+}
+
+async fn migrate(sources: Sources) -> anyhow::Result<()> {
+    let config = ingestion::Config::load(&sources)?;
+    kit::logging::init(&config.log);
+    match &config.postgres.url {
+        Some(url) => {
+            let pg = store::PgStore::connect(url.expose_secret(), &config.postgres)?;
+            pg.migrate().await.context("migrating PostgreSQL")?;
+            println!("PostgreSQL: migrations applied");
+        }
+        None => {
+            let path = config.sqlite_path();
+            // Opening the SQLite store applies its migrations.
+            store::SqliteStore::open(&path, &config.sqlite)
+                .await
+                .with_context(|| format!("migrating {}", path.display()))?;
+            println!("SQLite {}: migrations applied", path.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! `simcorp`: the platform's command.
+//!
+//! - `simcorp up` runs every service in one process on embedded defaults — an in-process MQTT
+//!   broker on 127.0.0.1:1884 (never colliding with a system broker on 1883), SQLite under
+//!   `./data/`, the in-process cache — or on real servers given with `--mqtt`, `--postgres`,
+//!   `--redis` (or `SIMCORP_MQTT_URL`, …). It is what a developer runs.
+//! - `simcorp serve <service>` runs one service, as a container does.
+//! - `simcorp migrate` applies the database migrations.
+//!
+//! Each service is a library with one `run(config, listener, shutdown)`; this command only
+//! loads configuration, binds listeners and composes those `run`s.
+
+mod cli;
+mod up;
+
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    cli::Cli::parse().run().await
+}

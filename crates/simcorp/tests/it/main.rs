@@ -1,0 +1,200 @@
+//! The `simcorp` command, run as a developer or a container would run it.
+#![allow(clippy::unwrap_used)] // In tests a panic is the assertion.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use testkit::{Server, TestDatabase};
+use tokio::process::{Child, Command};
+
+struct Simcorp {
+    child: Child,
+    http: String,
+}
+
+/// Runs `simcorp <args>` with the given environment and waits for ingestion to be ready.
+async fn start(args: &[&str], env: &[(&str, String)]) -> Simcorp {
+    let http_port = testkit::free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_simcorp"));
+    cmd.args(args)
+        .env(
+            "SIMCORP_INGESTION_HTTP_ADDR",
+            format!("127.0.0.1:{http_port}"),
+        )
+        .env("SIMCORP_LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let http = format!("http://127.0.0.1:{http_port}");
+    let ready = format!("{http}/ready");
+    testkit::eventually(Duration::from_secs(30), "simcorp to be ready", || {
+        let ready = ready.clone();
+        async move {
+            reqwest::get(&ready)
+                .await
+                .ok()?
+                .status()
+                .is_success()
+                .then_some(())
+        }
+    })
+    .await;
+    Simcorp { child, http }
+}
+
+impl Simcorp {
+    async fn stop(self) -> String {
+        let pid = self.child.id().unwrap().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(30), self.child.wait_with_output())
+            .await
+            .expect("simcorp did not stop within 30 s of SIGTERM")
+            .unwrap();
+        assert!(out.status.success(), "simcorp exited with {}", out.status);
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_runs_the_platform_on_embedded_defaults() {
+    let data = tempfile::tempdir().unwrap();
+    let broker_port = testkit::free_port();
+    let up = start(
+        &["up", "--data-dir", data.path().to_str().unwrap()],
+        &[("SIMCORP_BROKER_LISTEN", format!("127.0.0.1:{broker_port}"))],
+    )
+    .await;
+    let stats: serde_json::Value = reqwest::get(format!("{}/stats", up.http))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["store"]["primary"], "sqlite");
+    assert_eq!(stats["cache"]["kind"], "memory");
+
+    // A device publishes to the embedded broker; the point is served back over HTTP.
+    let config = mqtt::Config {
+        url: format!("mqtt://127.0.0.1:{broker_port}"),
+        ..mqtt::Config::default()
+    };
+    let device = mqtt::Publisher::connect(&config, "demo-device", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let payload = format!(
+        r#"{{"session":"first-roast","seq":0,"ts":{},"channels":{{"bt":180.2,"et":210.5}}}}"#,
+        model::now_ms()
+    );
+    device
+        .publish("roasters/demo-1/telemetry", mqtt::QoS::AtLeastOnce, payload)
+        .await
+        .unwrap();
+    assert!(device.flush(Duration::from_secs(10)).await);
+    let url = format!("{}/sessions/first-roast/telemetry", up.http);
+    let points: Vec<serde_json::Value> =
+        testkit::eventually(Duration::from_secs(10), "the point", || {
+            let url = url.clone();
+            async move {
+                let points: Vec<serde_json::Value> =
+                    reqwest::get(&url).await.ok()?.json().await.ok()?;
+                (!points.is_empty()).then_some(points)
+            }
+        })
+        .await;
+    assert_eq!(points[0]["channels"]["bt"], 180.2);
+
+    let banner = up.stop().await;
+    assert!(
+        banner.contains(&format!("mqtt://127.0.0.1:{broker_port}")),
+        "{banner}"
+    );
+    assert!(banner.contains("mosquitto_pub"), "{banner}");
+    assert!(data.path().join("ingestion.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_ingestion_runs_against_real_servers() {
+    if !testkit::require(
+        Server::Postgres,
+        "serve_ingestion_runs_against_real_servers",
+    ) || !testkit::require(
+        Server::Mosquitto,
+        "serve_ingestion_runs_against_real_servers",
+    ) {
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let data = tempfile::tempdir().unwrap();
+    let serve = start(
+        &[
+            "serve",
+            "ingestion",
+            "--mqtt",
+            &Server::Mosquitto.url(),
+            "--postgres",
+            &db.url,
+        ],
+        &[
+            ("SIMCORP_DATA_DIR", data.path().display().to_string()),
+            ("SIMCORP_MQTT_CLIENT_ID", testkit::unique_name("ingestion")),
+            // Its own share group, so it takes no other test's messages on the shared broker.
+            ("SIMCORP_INGESTION_SHARE_GROUP", testkit::unique_name("g")),
+        ],
+    )
+    .await;
+    let stats: serde_json::Value = reqwest::get(format!("{}/stats", serve.http))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["store"]["primary"], "postgres");
+    serve.stop().await;
+}
+
+#[tokio::test]
+async fn migrate_creates_the_schema() {
+    if !testkit::require(Server::Postgres, "migrate_creates_the_schema") {
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_simcorp"))
+        .args(["migrate", "--postgres", &db.url])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE tablename IN ('telemetry', 'sessions', 'dead_letters') ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, ["dead_letters", "sessions", "telemetry"]);
+}
+
+#[tokio::test]
+async fn a_misspelt_setting_is_refused_with_a_clear_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_simcorp"))
+        .args(["migrate"])
+        .env("SIMCORP_POSTGRES_MAX_CONECTIONS", "4")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_conections"), "{err}");
+}

@@ -1,0 +1,198 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use loadtest::{RunConfig, Verdict, parse_duration, verify};
+
+/// Load harness for the ingestion core: publishes device telemetry over MQTT at a fixed rate,
+/// then reports latency, points lost and points duplicated. Exit code 1 on FAIL, 2 on error.
+#[derive(Parser)]
+#[command(name = "loadtest", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish a load, verify what ingestion stored, judge it (p95 < 10 ms, 0 lost, 0 duplicated).
+    Run(RunArgs),
+    /// Re-run only the verification of an earlier run (e.g. after a crash drill).
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The MQTT broker ingestion subscribes to.
+    #[arg(
+        long,
+        env = "SIMCORP_LOADTEST_MQTT",
+        default_value = "mqtt://127.0.0.1:1883"
+    )]
+    mqtt: String,
+    /// The PostgreSQL database ingestion writes to.
+    #[arg(
+        long,
+        env = "SIMCORP_LOADTEST_POSTGRES",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/simcorp"
+    )]
+    postgres: String,
+    /// Ingestion's HTTP base URL (e.g. http://127.0.0.1:4001), for latency from its /stats.
+    /// Start ingestion fresh before the run: its histograms are cumulative.
+    #[arg(long, env = "SIMCORP_LOADTEST_INGESTION")]
+    ingestion: Option<String>,
+    /// Points per second, over all sessions.
+    #[arg(long, env = "SIMCORP_LOADTEST_RATE", default_value_t = 10_000)]
+    rate: u64,
+    /// How long to publish: 60s, 5m, 1m30s, 500ms.
+    #[arg(long, env = "SIMCORP_LOADTEST_DURATION", default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Concurrent sessions, each on a device of its own.
+    #[arg(long, env = "SIMCORP_LOADTEST_SESSIONS", default_value_t = 100)]
+    sessions: u32,
+    /// Points per telemetry message (1: single points; more: frames).
+    #[arg(long, env = "SIMCORP_LOADTEST_FRAME", default_value_t = 1)]
+    frame: u32,
+    /// Publisher MQTT connections; sessions are spread over them.
+    #[arg(long, env = "SIMCORP_LOADTEST_CONNECTIONS", default_value_t = 8)]
+    connections: u32,
+    /// Where to write the JSON report.
+    #[arg(
+        long,
+        env = "SIMCORP_LOADTEST_OUTPUT",
+        default_value = "results/run.json"
+    )]
+    output: PathBuf,
+    /// Run id (1-16 of [a-z0-9]); random by default.
+    #[arg(long)]
+    run_id: Option<String>,
+    /// How long to wait, after publishing, for ingestion to store the run.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    verify_deadline: Duration,
+    /// The row count not growing for this long means ingestion is done.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    settle: Duration,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The PostgreSQL database ingestion writes to.
+    #[arg(
+        long,
+        env = "SIMCORP_LOADTEST_POSTGRES",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/simcorp"
+    )]
+    postgres: String,
+    /// The run id printed by `loadtest run`.
+    #[arg(long = "run")]
+    run_id: Option<String>,
+    /// The run's JSON report: supplies the run id, session count and size, so that lost tails
+    /// and sessions without rows are seen too.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Sessions the run published (without --results).
+    #[arg(long, requires = "points_per_session")]
+    sessions: Option<u32>,
+    /// Points each session published (without --results).
+    #[arg(long)]
+    points_per_session: Option<u64>,
+    /// Where to write the JSON result.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// How long to wait for the row count to settle.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    verify_deadline: Duration,
+    /// The row count not growing for this long means ingestion is done.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    settle: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadtest: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Check(args) => check(args).await,
+        }
+    });
+    match result {
+        Ok(Verdict::Pass) => ExitCode::SUCCESS,
+        Ok(Verdict::Fail) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<Verdict> {
+    let mut config = RunConfig::new(&args.mqtt, &args.postgres);
+    config.ingestion = args.ingestion;
+    config.rate = args.rate;
+    config.duration = args.duration;
+    config.sessions = args.sessions;
+    config.frame = args.frame;
+    config.connections = args.connections;
+    config.run_id = args.run_id;
+    config.verify.deadline = args.verify_deadline;
+    config.verify.settle = args.settle;
+    let report = loadtest::run(&config).await?;
+    print!("{}", report.render());
+    report
+        .write_json(&args.output)
+        .context("writing the report")?;
+    println!("report written to {}", args.output.display());
+    Ok(report.verdict)
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<Verdict> {
+    let expected = match &args.results {
+        Some(path) => {
+            let json =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            loadtest::expected_from_results(&json)
+                .with_context(|| format!("reading {}", path.display()))?
+        }
+        None => verify::Expected {
+            run_id: args
+                .run_id
+                .clone()
+                .context("give --run <run id> or --results <report.json>")?,
+            sessions: args.sessions,
+            points_per_session: args.points_per_session,
+        },
+    };
+    if let Some(run_id) = args.run_id
+        && run_id != expected.run_id
+    {
+        bail!(
+            "--run {run_id} does not match the report's run {}",
+            expected.run_id
+        );
+    }
+    let config = verify::VerifyConfig {
+        deadline: args.verify_deadline,
+        settle: args.settle,
+        ..Default::default()
+    };
+    let report = loadtest::check(&args.postgres, &expected, &config).await?;
+    print!("{}", report.render());
+    if let Some(path) = &args.output {
+        report.write_json(path).context("writing the result")?;
+    }
+    Ok(report.verdict)
+}

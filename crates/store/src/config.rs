@@ -10,6 +10,9 @@ pub struct PostgresConfig {
     #[serde(skip_serializing)]
     pub url: Option<SecretString>,
     pub max_connections: u32,
+    /// Connections kept open even when idle, so the first writes after start (or a quiet
+    /// spell) do not pay for connecting. At least the ingestion pipeline's writer count.
+    pub min_connections: u32,
     /// How long a write waits for a connection, including connecting, before PostgreSQL counts as
     /// unavailable.
     pub acquire_timeout_ms: u64,
@@ -24,6 +27,7 @@ impl Default for PostgresConfig {
         PostgresConfig {
             url: None,
             max_connections: 8,
+            min_connections: 4,
             acquire_timeout_ms: 2000,
             statement_timeout_ms: 5000,
             write_strategy: WriteStrategy::default(),

@@ -7,6 +7,7 @@ mod helpers;
 
 mod api;
 mod bad_input;
+mod degraded;
 mod delivery;
 mod embedded;
 mod fallback;

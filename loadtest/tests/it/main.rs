@@ -16,26 +16,15 @@ use sqlx::PgPool;
 use testkit::{Server, TestDatabase};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// The columns ingestion stores (migrations/postgres), without the partitioning.
-const TELEMETRY: &str = "CREATE TABLE telemetry (
-    device_id   text             NOT NULL,
-    session     text             NOT NULL,
-    seq         bigint           NOT NULL CHECK (seq >= 0),
-    ts          timestamptz      NOT NULL,
-    bt          double precision,
-    et          double precision,
-    gas         double precision,
-    air         double precision,
-    drum        double precision,
-    extra       jsonb,
-    received_at timestamptz      NOT NULL,
-    PRIMARY KEY (session, device_id, seq, ts)
-)";
-
+/// A fresh database with ingestion's own schema (migrations/postgres, via the store).
 async fn database() -> (TestDatabase, PgPool) {
     let db = TestDatabase::create().await;
+    store::PgStore::connect(&db.url, &store::PostgresConfig::default())
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
     let pool = loadtest::verify::connect(&db.url).await.unwrap();
-    sqlx::query(TELEMETRY).execute(&pool).await.unwrap();
     (db, pool)
 }
 

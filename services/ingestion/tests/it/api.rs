@@ -4,12 +4,9 @@ use std::time::Duration;
 
 use model::{Point, SessionState};
 use mqtt::QoS;
-use testkit::{PrivateMosquitto, Server, TestDatabase};
+use testkit::Server;
 
-use crate::helpers::{
-    TestApp, config, pg_pool, point, publish_points, publisher, session_event, session_topic,
-    wait_pg_count,
-};
+use crate::helpers::{Stack, point, publish_points, session_event, session_topic, wait_pg_count};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_telemetry_and_latest_are_served() {
@@ -18,16 +15,14 @@ async fn sessions_telemetry_and_latest_are_served() {
     {
         return;
     }
-    let broker = PrivateMosquitto::start().await;
-    let db = TestDatabase::create().await;
-    let (mut config, data) = config(&broker.url(), Some(&db.url));
-    config.redis.url = Some(Server::Redis.url().into());
-    config.redis.key_prefix = testkit::unique_name("simcorp_test") + ":";
-    let app = TestApp::spawn(config, data).await;
-    let device = publisher(&broker.url()).await;
+    let s = Stack::start_with(|config| {
+        config.redis.url = Some(Server::Redis.url().into());
+        config.redis.key_prefix = testkit::unique_name("simcorp_test") + ":";
+    })
+    .await;
 
     let start = session_event("roaster-api", "roast-42", SessionState::Start);
-    device
+    s.device
         .publish(
             session_topic("roaster-api"),
             QoS::AtLeastOnce,
@@ -38,9 +33,9 @@ async fn sessions_telemetry_and_latest_are_served() {
     let points: Vec<Point> = (0..100)
         .map(|s| point("roaster-api", "roast-42", s))
         .collect();
-    publish_points(&device, &points, 10).await;
+    publish_points(&s.device, &points, 10).await;
     let end = session_event("roaster-api", "roast-42", SessionState::End);
-    device
+    s.device
         .publish(
             session_topic("roaster-api"),
             QoS::AtLeastOnce,
@@ -48,43 +43,38 @@ async fn sessions_telemetry_and_latest_are_served() {
         )
         .await
         .unwrap();
-    assert!(device.flush(Duration::from_secs(10)).await);
-    wait_pg_count(
-        &pg_pool(&db.url).await,
-        "roaster-api",
-        100,
-        Duration::from_secs(20),
-    )
-    .await;
+    assert!(s.device.flush(Duration::from_secs(10)).await);
+    wait_pg_count(&s.pool, "roaster-api", 100, Duration::from_secs(20)).await;
     testkit::eventually(
         Duration::from_secs(10),
         "the session to be ended",
         || async {
-            let s: Vec<serde_json::Value> = app.get("/sessions?device_id=roaster-api").await;
+            let s: Vec<serde_json::Value> = s.app.get("/sessions?device_id=roaster-api").await;
             (s.first().is_some_and(|s| s["state"] == "ended")).then_some(())
         },
     )
     .await;
 
-    let sessions: Vec<serde_json::Value> = app.get("/sessions").await;
+    let sessions: Vec<serde_json::Value> = s.app.get("/sessions").await;
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0]["metadata"]["bean"], "kenya-nyeri");
-    let active: Vec<serde_json::Value> = app.get("/sessions?active=true").await;
+    let active: Vec<serde_json::Value> = s.app.get("/sessions?active=true").await;
     assert!(active.is_empty());
 
-    let detail: Vec<serde_json::Value> = app.get("/sessions/roast-42").await;
+    let detail: Vec<serde_json::Value> = s.app.get("/sessions/roast-42").await;
     assert_eq!(detail[0]["points"], 100);
     assert_eq!(detail[0]["max_seq"], 99);
     assert_eq!(detail[0]["state"], "ended");
 
-    let all: Vec<serde_json::Value> = app.get("/sessions/roast-42/telemetry").await;
+    let all: Vec<serde_json::Value> = s.app.get("/sessions/roast-42/telemetry").await;
     assert_eq!(all.len(), 100);
     assert_eq!(all[7]["channels"]["bt"], points[7].channels.bt.unwrap());
     let (from, to) = (
         all[10]["ts"].as_i64().unwrap(),
         all[20]["ts"].as_i64().unwrap(),
     );
-    let window: Vec<serde_json::Value> = app
+    let window: Vec<serde_json::Value> = s
+        .app
         .get(&format!("/sessions/roast-42/telemetry?from={from}&to={to}"))
         .await;
     assert!(
@@ -98,27 +88,29 @@ async fn sessions_telemetry_and_latest_are_served() {
         Duration::from_secs(10),
         "the latest point in the cache",
         || async {
-            let latest: serde_json::Value = app.get("/devices/roaster-api/latest").await;
+            let latest: serde_json::Value = s.app.get("/devices/roaster-api/latest").await;
             (latest["point"]["seq"] == 99 && latest["source"] == "cache").then_some(())
         },
     )
     .await;
 
-    assert_eq!(app.status("/sessions/no-such-roast").await, 404);
-    assert_eq!(app.status("/sessions/bad$id").await, 400);
-    assert_eq!(app.status("/devices/nobody/latest").await, 404);
-    assert_eq!(app.status("/sessions?limit=many").await, 400);
+    assert_eq!(s.app.status("/sessions/no-such-roast").await, 404);
+    assert_eq!(s.app.status("/sessions/bad$id").await, 400);
+    assert_eq!(s.app.status("/devices/nobody/latest").await, 404);
+    assert_eq!(s.app.status("/sessions?limit=many").await, 400);
     assert_eq!(
-        app.status("/sessions/roast-42/telemetry?from=9&to=1").await,
+        s.app
+            .status("/sessions/roast-42/telemetry?from=9&to=1")
+            .await,
         400
     );
 
-    let stats = app.stats().await;
+    let stats = s.app.stats().await;
     assert_eq!(stats["store"]["primary"], "postgres");
     assert_eq!(stats["cache"]["kind"], "redis");
     assert_eq!(stats["mqtt"]["connected"], true);
     assert!(stats["pipeline"]["publish_to_commit"]["count"].as_u64() >= Some(100));
-    app.stop().await;
+    s.app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -126,23 +118,13 @@ async fn metrics_are_valid_prometheus_text() {
     if !testkit::require(Server::Postgres, "metrics_are_valid_prometheus_text") {
         return;
     }
-    let broker = PrivateMosquitto::start().await;
-    let db = TestDatabase::create().await;
-    let (config, data) = config(&broker.url(), Some(&db.url));
-    let app = TestApp::spawn(config, data).await;
-    let device = publisher(&broker.url()).await;
+    let s = Stack::start().await;
     let points: Vec<Point> = (0..50).map(|s| point("roaster-m", "s-1", s)).collect();
-    publish_points(&device, &points, 1).await;
-    assert!(device.flush(Duration::from_secs(10)).await);
-    wait_pg_count(
-        &pg_pool(&db.url).await,
-        "roaster-m",
-        50,
-        Duration::from_secs(20),
-    )
-    .await;
+    publish_points(&s.device, &points, 1).await;
+    assert!(s.device.flush(Duration::from_secs(10)).await);
+    wait_pg_count(&s.pool, "roaster-m", 50, Duration::from_secs(20)).await;
 
-    let text = app.text("/metrics").await;
+    let text = s.app.text("/metrics").await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .unwrap_or_else(|e| panic!("/metrics is not Prometheus text: {e}\n{text}"));
     let histogram = scrape
@@ -166,5 +148,5 @@ async fn metrics_are_valid_prometheus_text() {
             "{name} missing from\n{text}"
         );
     }
-    app.stop().await;
+    s.app.stop().await;
 }

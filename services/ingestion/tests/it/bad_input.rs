@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use testkit::{PrivateMosquitto, Server, TestDatabase};
+use testkit::Server;
 
 use crate::helpers::{
-    TestApp, config, pg_count, pg_pool, point, publish_points, publish_raw, publisher,
-    session_topic, telemetry_topic,
+    Stack, pg_count, point, publish_points, publish_raw, session_topic, telemetry_topic,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -14,12 +13,7 @@ async fn every_bad_input_is_dead_lettered_with_its_reason_and_good_input_flows()
     if !testkit::require(Server::Postgres, "every_bad_input_is_dead_lettered") {
         return;
     }
-    let broker = PrivateMosquitto::start().await;
-    let db = TestDatabase::create().await;
-    let (config, data) = config(&broker.url(), Some(&db.url));
-    let app = TestApp::spawn(config, data).await;
-    let pool = pg_pool(&db.url).await;
-    let device = publisher(&broker.url()).await;
+    let s = Stack::start().await;
 
     let now = model::now_ms();
     let topic = telemetry_topic("roaster-bad");
@@ -100,25 +94,25 @@ async fn every_bad_input_is_dead_lettered_with_its_reason_and_good_input_flows()
         ),
     ];
     for (i, (_, topic, payload)) in cases.iter().enumerate() {
-        publish_raw(&device, topic, payload.clone()).await;
+        publish_raw(&s.device, topic, payload.clone()).await;
         // A good point right behind each bad one.
-        publish_points(&device, &[point("roaster-good", "s-1", i as u64)], 1).await;
+        publish_points(&s.device, &[point("roaster-good", "s-1", i as u64)], 1).await;
     }
-    assert!(device.flush(Duration::from_secs(30)).await);
+    assert!(s.device.flush(Duration::from_secs(30)).await);
 
     crate::helpers::wait_pg_count(
-        &pool,
+        &s.pool,
         "roaster-good",
         cases.len() as i64,
         Duration::from_secs(30),
     )
     .await;
-    assert_eq!(pg_count(&pool, "roaster-good").await, cases.len() as i64);
-    assert_eq!(pg_count(&pool, "roaster-bad").await, 0);
+    assert_eq!(pg_count(&s.pool, "roaster-good").await, cases.len() as i64);
+    assert_eq!(pg_count(&s.pool, "roaster-bad").await, 0);
 
     let mut kept: Vec<(String, String, i32)> =
         sqlx::query_as("SELECT reason_code, reason, payload_bytes FROM dead_letters ORDER BY id")
-            .fetch_all(&pool)
+            .fetch_all(&s.pool)
             .await
             .unwrap();
     let mut codes: Vec<&str> = kept.iter().map(|(c, _, _)| c.as_str()).collect();
@@ -139,11 +133,11 @@ async fn every_bad_input_is_dead_lettered_with_its_reason_and_good_input_flows()
     );
 
     // Kept for inspection over HTTP too, and the service is healthy throughout.
-    let letters: Vec<serde_json::Value> = app.get("/dead-letters?limit=100").await;
+    let letters: Vec<serde_json::Value> = s.app.get("/dead-letters?limit=100").await;
     assert_eq!(letters.len(), cases.len());
-    assert_eq!(app.status("/health").await, 200);
-    assert_eq!(app.status("/ready").await, 200);
-    app.stop().await;
+    assert_eq!(s.app.status("/health").await, 200);
+    assert_eq!(s.app.status("/ready").await, 200);
+    s.app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,23 +148,18 @@ async fn one_bad_point_in_a_frame_refuses_only_that_point() {
     ) {
         return;
     }
-    let broker = PrivateMosquitto::start().await;
-    let db = TestDatabase::create().await;
-    let (config, data) = config(&broker.url(), Some(&db.url));
-    let app = TestApp::spawn(config, data).await;
-    let pool = pg_pool(&db.url).await;
-    let device = publisher(&broker.url()).await;
+    let s = Stack::start().await;
 
     let good = |seq| String::from_utf8(point("roaster-f", "s-1", seq).to_json()).unwrap();
     let frame = format!(r#"[{},{{"session":"s-1","seq":1}},{}]"#, good(0), good(2));
-    publish_raw(&device, &telemetry_topic("roaster-f"), frame).await;
-    assert!(device.flush(Duration::from_secs(10)).await);
-    crate::helpers::wait_pg_count(&pool, "roaster-f", 2, Duration::from_secs(20)).await;
+    publish_raw(&s.device, &telemetry_topic("roaster-f"), frame).await;
+    assert!(s.device.flush(Duration::from_secs(10)).await);
+    crate::helpers::wait_pg_count(&s.pool, "roaster-f", 2, Duration::from_secs(20)).await;
     let (index, code): (i32, String) =
         sqlx::query_as("SELECT frame_index, reason_code FROM dead_letters")
-            .fetch_one(&pool)
+            .fetch_one(&s.pool)
             .await
             .unwrap();
     assert_eq!((index, code.as_str()), (1, "missing_field"));
-    app.stop().await;
+    s.app.stop().await;
 }

@@ -6,7 +6,7 @@ use model::Point;
 use testkit::{PrivateMosquitto, PrivateRedis, Server, TestDatabase};
 
 use crate::helpers::{
-    Row, TestApp, assert_rows, config, pg_pool, pg_rows, point, publish_points, publisher,
+    Row, Stack, TestApp, assert_rows, config, pg_pool, pg_rows, point, publish_points, publisher,
     wait_pg_count,
 };
 
@@ -54,29 +54,25 @@ async fn losing_redis_degrades_reads_but_never_stops_ingestion() {
     if !testkit::require(Server::Postgres, "losing_redis_degrades_reads") {
         return;
     }
-    let broker = PrivateMosquitto::start().await;
     let mut redis = PrivateRedis::start().await;
-    let db = TestDatabase::create().await;
-    let (mut config, data) = config(&broker.url(), Some(&db.url));
-    config.redis.url = Some(redis.url().into());
-    let app = TestApp::spawn(config, data).await;
-    let device = publisher(&broker.url()).await;
-    let pool = pg_pool(&db.url).await;
+    let redis_url = redis.url();
+    let s = Stack::start_with(|config| config.redis.url = Some(redis_url.into())).await;
 
     let points: Vec<Point> = (0..2_000).map(|s| point("roaster-r", "s-1", s)).collect();
-    publish_points(&device, &points[..1_000], 1).await;
-    wait_pg_count(&pool, "roaster-r", 1_000, Duration::from_secs(30)).await;
+    publish_points(&s.device, &points[..1_000], 1).await;
+    wait_pg_count(&s.pool, "roaster-r", 1_000, Duration::from_secs(30)).await;
 
     redis.stop().await;
-    publish_points(&device, &points[1_000..], 1).await;
-    wait_pg_count(&pool, "roaster-r", 2_000, Duration::from_secs(30)).await;
+    publish_points(&s.device, &points[1_000..], 1).await;
+    wait_pg_count(&s.pool, "roaster-r", 2_000, Duration::from_secs(30)).await;
     testkit::eventually(
         Duration::from_secs(10),
         "the cache to be reported down",
         || async {
-            let ready: serde_json::Value = app
+            let ready: serde_json::Value = s
+                .app
                 .http
-                .get(app.url("/ready"))
+                .get(s.app.url("/ready"))
                 .send()
                 .await
                 .ok()?
@@ -88,8 +84,8 @@ async fn losing_redis_degrades_reads_but_never_stops_ingestion() {
     )
     .await;
     // Redis is optional: the service stays ready, and reads fall back to the store.
-    assert_eq!(app.status("/ready").await, 200);
-    let latest: serde_json::Value = app.get("/devices/roaster-r/latest").await;
+    assert_eq!(s.app.status("/ready").await, 200);
+    let latest: serde_json::Value = s.app.get("/devices/roaster-r/latest").await;
     assert_eq!(
         (latest["point"]["seq"].as_u64(), latest["source"].as_str()),
         (Some(1_999), Some("store"))
@@ -97,11 +93,11 @@ async fn losing_redis_degrades_reads_but_never_stops_ingestion() {
 
     // Redis returns (empty); the next batches refill it.
     redis.start_again().await;
-    publish_points(&device, &[point("roaster-r", "s-1", 2_000)], 1).await;
+    publish_points(&s.device, &[point("roaster-r", "s-1", 2_000)], 1).await;
     testkit::eventually(Duration::from_secs(20), "the cache to refill", || async {
-        let latest: serde_json::Value = app.get("/devices/roaster-r/latest").await;
+        let latest: serde_json::Value = s.app.get("/devices/roaster-r/latest").await;
         (latest["source"] == "cache" && latest["point"]["seq"] == 2_000).then_some(())
     })
     .await;
-    app.stop().await;
+    s.app.stop().await;
 }

@@ -279,3 +279,39 @@ pub async fn pg_pool(url: &str) -> sqlx::PgPool {
         .await
         .unwrap()
 }
+
+/// The usual setup: a private broker (the project's config), a fresh database, the service on
+/// them, a pool to check what it stored, and a device to publish with. Keep it in a variable
+/// for the whole test: the broker and the database go away when it is dropped.
+pub struct Stack {
+    // Held for their Drop: the broker and the database live as long as the stack.
+    _broker: testkit::PrivateMosquitto,
+    _db: testkit::TestDatabase,
+    pub app: TestApp,
+    pub pool: sqlx::PgPool,
+    pub device: Publisher,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::start_with(|_| {}).await
+    }
+
+    /// As [`start`](Self::start), with the service's configuration adjusted first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Stack {
+        let broker = testkit::PrivateMosquitto::start().await;
+        let db = testkit::TestDatabase::create().await;
+        let (mut config, data) = config(&broker.url(), Some(&db.url));
+        adjust(&mut config);
+        let app = TestApp::spawn(config, data).await;
+        let pool = pg_pool(&db.url).await;
+        let device = publisher(&broker.url()).await;
+        Stack {
+            _broker: broker,
+            _db: db,
+            app,
+            pool,
+            device,
+        }
+    }
+}

@@ -1,13 +1,13 @@
-//! Row shapes shared by both backends: what a write transaction contains, and the parsing of
-//! stored JSON back into model values.
+//! Row shapes shared by both backends: what a write transaction contains, what the read queries
+//! return and how those rows become model values, and the parsing of stored JSON.
 
 use std::collections::BTreeMap;
 
-use model::{Batch, DeadLetter, Point, SessionEvent, SessionState};
+use model::{Batch, Channels, DeadLetter, Point, SessionEvent, SessionState};
 use serde_json::value::RawValue;
 
-use crate::DeadLetterRecord;
 use crate::error::{Backend, StoreError};
+use crate::{DeadLetterRecord, SessionRecord, SessionSummary};
 
 /// Everything one write transaction stores. Built from a [`Batch`], or from fallback rows when
 /// they are replayed into PostgreSQL.
@@ -150,6 +150,154 @@ impl<'a> From<&'a DeadLetterRecord> for DeadLetterRow<'a> {
 
 fn clamp_i32(v: usize) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+// What the read queries return. Both backends select columns under these names, with times as
+// epoch ms and JSON as text, so each shape decodes from either database and is converted here
+// once.
+
+/// A `telemetry` row.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct PointRow {
+    device_id: String,
+    session: String,
+    seq: i64,
+    ts_ms: i64,
+    bt: Option<f64>,
+    et: Option<f64>,
+    gas: Option<f64>,
+    air: Option<f64>,
+    drum: Option<f64>,
+    extra: Option<String>,
+    received_ms: i64,
+}
+
+impl PointRow {
+    pub(crate) fn into_point(self, backend: Backend) -> Result<Point, StoreError> {
+        Ok(Point {
+            device_id: self.device_id,
+            session: self.session,
+            seq: seq_from_sql(self.seq, backend)?,
+            ts_ms: self.ts_ms,
+            channels: Channels {
+                bt: self.bt,
+                et: self.et,
+                gas: self.gas,
+                air: self.air,
+                drum: self.drum,
+                extra: parse_extra(self.extra.as_deref(), backend)?,
+            },
+            received_ms: self.received_ms,
+        })
+    }
+}
+
+/// A `sessions` row.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SessionRecordRow {
+    device_id: String,
+    session: String,
+    started_ms: Option<i64>,
+    ended_ms: Option<i64>,
+    /// As stored: the fallback's replay compares it to delete only rows still unchanged.
+    pub(crate) metadata: String,
+    updated_ms: i64,
+}
+
+impl SessionRecordRow {
+    pub(crate) fn into_record(self, backend: Backend) -> Result<SessionRecord, StoreError> {
+        Ok(SessionRecord {
+            metadata: parse_metadata(&self.metadata, backend)?,
+            device_id: self.device_id,
+            session: self.session,
+            started_ms: self.started_ms,
+            ended_ms: self.ended_ms,
+            updated_ms: self.updated_ms,
+        })
+    }
+}
+
+/// One device's row of the session summary: its `sessions` row, if any (`has_record`; the
+/// record's columns are NULL otherwise), and aggregates of its points.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SessionSummaryRow {
+    device_id: String,
+    has_record: bool,
+    started_ms: Option<i64>,
+    ended_ms: Option<i64>,
+    metadata: Option<String>,
+    updated_ms: Option<i64>,
+    points: i64,
+    first_ts_ms: Option<i64>,
+    last_ts_ms: Option<i64>,
+    max_seq: Option<i64>,
+}
+
+impl SessionSummaryRow {
+    pub(crate) fn into_summary(
+        self,
+        session: &str,
+        backend: Backend,
+    ) -> Result<SessionSummary, StoreError> {
+        let record = if self.has_record {
+            let (Some(metadata), Some(updated_ms)) = (self.metadata, self.updated_ms) else {
+                return Err(StoreError::corrupt(
+                    backend,
+                    "session row without metadata or updated_at",
+                ));
+            };
+            Some(SessionRecord {
+                device_id: self.device_id.clone(),
+                session: session.to_owned(),
+                started_ms: self.started_ms,
+                ended_ms: self.ended_ms,
+                metadata: parse_metadata(&metadata, backend)?,
+                updated_ms,
+            })
+        } else {
+            None
+        };
+        Ok(SessionSummary {
+            device_id: self.device_id,
+            session: session.to_owned(),
+            record,
+            points: count_from_sql(self.points),
+            first_ts_ms: self.first_ts_ms,
+            last_ts_ms: self.last_ts_ms,
+            max_seq: self.max_seq.map(|s| seq_from_sql(s, backend)).transpose()?,
+        })
+    }
+}
+
+/// A `dead_letters` row. PostgreSQL's int4 columns are selected as int8, which SQLite's integers
+/// decode as too.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct DeadLetterRecordRow {
+    id: i64,
+    received_ms: i64,
+    topic: String,
+    device_id: Option<String>,
+    payload: Vec<u8>,
+    payload_bytes: i64,
+    frame_index: Option<i64>,
+    reason_code: String,
+    reason: String,
+}
+
+impl DeadLetterRecordRow {
+    pub(crate) fn into_record(self) -> DeadLetterRecord {
+        DeadLetterRecord {
+            id: self.id,
+            received_ms: self.received_ms,
+            topic: self.topic,
+            device_id: self.device_id,
+            payload: self.payload,
+            payload_bytes: usize::try_from(self.payload_bytes).unwrap_or(0),
+            frame_index: self.frame_index.and_then(|i| usize::try_from(i).ok()),
+            reason_code: self.reason_code,
+            reason: self.reason,
+        }
+    }
 }
 
 /// `seq` as stored. The model guarantees `seq <= i64::MAX`; anything else becomes -1, which the

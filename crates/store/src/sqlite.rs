@@ -4,18 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use model::{Batch, Channels, Point};
+use model::{Batch, Point};
+use sqlx::SqliteConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
 
 use crate::config::{SqliteConfig, Synchronous};
 use crate::error::{Backend, StoreError};
 use crate::rows::{
-    DeadLetterRow, SessionRow, WriteSet, count_from_sql, merge_metadata, parse_extra,
-    parse_metadata, seq_from_sql, seq_to_sql, usize_to_sql,
+    DeadLetterRecordRow, DeadLetterRow, PointRow, SessionRecordRow, SessionRow, SessionSummaryRow,
+    WriteSet, count_from_sql, merge_metadata, seq_to_sql, usize_to_sql,
 };
 use crate::{
     DeadLetterRecord, SessionQuery, SessionRecord, SessionSummary, TelemetryQuery, WriteOutcome,
@@ -33,19 +32,47 @@ const POINTS_PER_INSERT: usize = 1000;
 const POINT_COLUMNS: &str =
     "device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at";
 
-const SELECT_TELEMETRY: &str =
-    "SELECT device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at
-FROM telemetry
+/// The columns of a [`PointRow`].
+macro_rules! point_row_columns {
+    () => {
+        "device_id, session, seq, ts AS ts_ms, bt, et, gas, air, drum, extra, \
+         received_at AS received_ms"
+    };
+}
+
+/// The columns of a [`SessionRecordRow`].
+macro_rules! session_row_columns {
+    () => {
+        "device_id, session, started_at AS started_ms, ended_at AS ended_ms, metadata, \
+         updated_at AS updated_ms"
+    };
+}
+
+/// The columns of a [`DeadLetterRecordRow`].
+macro_rules! dead_letter_row_columns {
+    () => {
+        "id, received_at AS received_ms, topic, device_id, payload, payload_bytes, frame_index, \
+         reason_code, reason"
+    };
+}
+
+const SELECT_TELEMETRY: &str = concat!(
+    "SELECT ",
+    point_row_columns!(),
+    " FROM telemetry
 WHERE session = ?1
   AND (?2 IS NULL OR device_id = ?2)
   AND ts >= COALESCE(?3, -9223372036854775808)
   AND ts <= COALESCE(?4, 9223372036854775807)
 ORDER BY ts, seq, device_id
-LIMIT ?5";
+LIMIT ?5"
+);
 
-const SELECT_LATEST: &str =
-    "SELECT device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at
-FROM telemetry WHERE device_id = ?1 ORDER BY ts DESC, seq DESC LIMIT 1";
+const SELECT_LATEST: &str = concat!(
+    "SELECT ",
+    point_row_columns!(),
+    " FROM telemetry WHERE device_id = ?1 ORDER BY ts DESC, seq DESC LIMIT 1"
+);
 
 const SELECT_METADATA: &str = "SELECT metadata FROM sessions WHERE device_id = ?1 AND session = ?2";
 
@@ -65,12 +92,14 @@ const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters
     (received_at, topic, device_id, payload, payload_bytes, frame_index, reason_code, reason)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-const SELECT_SESSIONS: &str =
-    "SELECT device_id, session, started_at, ended_at, metadata, updated_at
-FROM sessions
+const SELECT_SESSIONS: &str = concat!(
+    "SELECT ",
+    session_row_columns!(),
+    " FROM sessions
 WHERE (?1 IS NULL OR device_id = ?1) AND (NOT ?2 OR ended_at IS NULL)
 ORDER BY COALESCE(started_at, ended_at, updated_at) DESC, device_id, session
-LIMIT ?3";
+LIMIT ?3"
+);
 
 const SELECT_SESSION_SUMMARY: &str = "WITH pts AS (
     SELECT device_id, count(*) AS n, min(ts) AS first_ts, max(ts) AS last_ts, max(seq) AS max_seq
@@ -80,17 +109,20 @@ const SELECT_SESSION_SUMMARY: &str = "WITH pts AS (
     UNION
     SELECT device_id FROM pts
 )
-SELECT d.device_id, s.device_id IS NOT NULL, s.started_at, s.ended_at, s.metadata, s.updated_at,
-       COALESCE(p.n, 0), p.first_ts, p.last_ts, p.max_seq
+SELECT d.device_id AS device_id, s.device_id IS NOT NULL AS has_record,
+       s.started_at AS started_ms, s.ended_at AS ended_ms, s.metadata AS metadata,
+       s.updated_at AS updated_ms, COALESCE(p.n, 0) AS points, p.first_ts AS first_ts_ms,
+       p.last_ts AS last_ts_ms, p.max_seq AS max_seq
 FROM devs d
 LEFT JOIN sessions s ON s.device_id = d.device_id AND s.session = ?1
 LEFT JOIN pts p ON p.device_id = d.device_id
 ORDER BY d.device_id";
 
-const SELECT_DEAD_LETTERS: &str =
-    "SELECT id, received_at, topic, device_id, payload, payload_bytes,
-       frame_index, reason_code, reason
-FROM dead_letters ORDER BY id DESC LIMIT ?1";
+const SELECT_DEAD_LETTERS: &str = concat!(
+    "SELECT ",
+    dead_letter_row_columns!(),
+    " FROM dead_letters ORDER BY id DESC LIMIT ?1"
+);
 
 const PRUNE_DEAD_LETTERS: &str = "DELETE FROM dead_letters
 WHERE received_at < ?1
@@ -189,54 +221,31 @@ impl SqliteStore {
     }
 
     pub async fn sessions(&self, q: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError> {
-        let rows = sqlx::query(SELECT_SESSIONS)
+        let rows = sqlx::query_as::<_, SessionRecordRow>(SELECT_SESSIONS)
             .bind(q.device_id.as_deref())
             .bind(q.active_only)
             .bind(usize_to_sql(q.limit))
             .fetch_all(&self.reader)
             .await
             .map_err(StoreError::sqlite)?;
-        rows.iter().map(|r| session_from_row(r, 0)).collect()
+        rows.into_iter()
+            .map(|r| r.into_record(Backend::Sqlite))
+            .collect()
     }
 
     pub async fn session(&self, session: &str) -> Result<Vec<SessionSummary>, StoreError> {
-        let rows = sqlx::query(SELECT_SESSION_SUMMARY)
+        let rows = sqlx::query_as::<_, SessionSummaryRow>(SELECT_SESSION_SUMMARY)
             .bind(session)
             .fetch_all(&self.reader)
             .await
             .map_err(StoreError::sqlite)?;
-        rows.iter()
-            .map(|r| {
-                let device_id: String = get(r, 0)?;
-                let record = if get::<bool>(r, 1)? {
-                    Some(SessionRecord {
-                        device_id: device_id.clone(),
-                        session: session.to_owned(),
-                        started_ms: get(r, 2)?,
-                        ended_ms: get(r, 3)?,
-                        metadata: parse_metadata(&get::<String>(r, 4)?, Backend::Sqlite)?,
-                        updated_ms: get(r, 5)?,
-                    })
-                } else {
-                    None
-                };
-                Ok(SessionSummary {
-                    device_id,
-                    session: session.to_owned(),
-                    record,
-                    points: count_from_sql(get(r, 6)?),
-                    first_ts_ms: get(r, 7)?,
-                    last_ts_ms: get(r, 8)?,
-                    max_seq: get::<Option<i64>>(r, 9)?
-                        .map(|s| seq_from_sql(s, Backend::Sqlite))
-                        .transpose()?,
-                })
-            })
+        rows.into_iter()
+            .map(|r| r.into_summary(session, Backend::Sqlite))
             .collect()
     }
 
     pub async fn telemetry(&self, q: &TelemetryQuery) -> Result<Vec<Point>, StoreError> {
-        let rows = sqlx::query(SELECT_TELEMETRY)
+        let rows = sqlx::query_as::<_, PointRow>(SELECT_TELEMETRY)
             .bind(q.session.as_str())
             .bind(q.device_id.as_deref())
             .bind(q.from_ms)
@@ -245,25 +254,30 @@ impl SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(StoreError::sqlite)?;
-        rows.iter().map(|r| point_from_row(r, 0)).collect()
+        rows.into_iter()
+            .map(|r| r.into_point(Backend::Sqlite))
+            .collect()
     }
 
     pub async fn latest(&self, device_id: &str) -> Result<Option<Point>, StoreError> {
-        let row = sqlx::query(SELECT_LATEST)
+        let row = sqlx::query_as::<_, PointRow>(SELECT_LATEST)
             .bind(device_id)
             .fetch_optional(&self.reader)
             .await
             .map_err(StoreError::sqlite)?;
-        row.as_ref().map(|r| point_from_row(r, 0)).transpose()
+        row.map(|r| r.into_point(Backend::Sqlite)).transpose()
     }
 
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
-        let rows = sqlx::query(SELECT_DEAD_LETTERS)
+        let rows = sqlx::query_as::<_, DeadLetterRecordRow>(SELECT_DEAD_LETTERS)
             .bind(usize_to_sql(limit))
             .fetch_all(&self.reader)
             .await
             .map_err(StoreError::sqlite)?;
-        rows.iter().map(dead_letter_from_row).collect()
+        Ok(rows
+            .into_iter()
+            .map(DeadLetterRecordRow::into_record)
+            .collect())
     }
 
     pub async fn prune_dead_letters(
@@ -296,21 +310,22 @@ impl SqliteStore {
         &self,
         limit: usize,
     ) -> Result<(Vec<Point>, Option<(i64, i64)>), StoreError> {
-        let rows = sqlx::query(
-            "SELECT rowid, device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at
-             FROM telemetry ORDER BY rowid LIMIT ?1",
-        )
+        let rows = sqlx::query_as::<_, RowidPointRow>(concat!(
+            "SELECT rowid, ",
+            point_row_columns!(),
+            " FROM telemetry ORDER BY rowid LIMIT ?1"
+        ))
         .bind(usize_to_sql(limit))
         .fetch_all(&self.reader)
         .await
         .map_err(StoreError::sqlite)?;
         let span = match (rows.first(), rows.last()) {
-            (Some(first), Some(last)) => Some((get(first, 0)?, get(last, 0)?)),
+            (Some(first), Some(last)) => Some((first.rowid, last.rowid)),
             _ => None,
         };
         let points = rows
-            .iter()
-            .map(|r| point_from_row(r, 1))
+            .into_iter()
+            .map(|r| r.point.into_point(Backend::Sqlite))
             .collect::<Result<_, _>>()?;
         Ok((points, span))
     }
@@ -333,16 +348,20 @@ impl SqliteStore {
         &self,
         limit: usize,
     ) -> Result<Vec<(SessionRecord, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT device_id, session, started_at, ended_at, metadata, updated_at
-             FROM sessions ORDER BY rowid LIMIT ?1",
-        )
+        let rows = sqlx::query_as::<_, SessionRecordRow>(concat!(
+            "SELECT ",
+            session_row_columns!(),
+            " FROM sessions ORDER BY rowid LIMIT ?1"
+        ))
         .bind(usize_to_sql(limit))
         .fetch_all(&self.reader)
         .await
         .map_err(StoreError::sqlite)?;
-        rows.iter()
-            .map(|r| Ok((session_from_row(r, 0)?, get::<String>(r, 4)?)))
+        rows.into_iter()
+            .map(|r| {
+                let stored = r.metadata.clone();
+                Ok((r.into_record(Backend::Sqlite)?, stored))
+            })
             .collect()
     }
 
@@ -373,16 +392,19 @@ impl SqliteStore {
         &self,
         limit: usize,
     ) -> Result<Vec<DeadLetterRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, received_at, topic, device_id, payload, payload_bytes, frame_index,
-                    reason_code, reason
-             FROM dead_letters ORDER BY id LIMIT ?1",
-        )
+        let rows = sqlx::query_as::<_, DeadLetterRecordRow>(concat!(
+            "SELECT ",
+            dead_letter_row_columns!(),
+            " FROM dead_letters ORDER BY id LIMIT ?1"
+        ))
         .bind(usize_to_sql(limit))
         .fetch_all(&self.reader)
         .await
         .map_err(StoreError::sqlite)?;
-        rows.iter().map(dead_letter_from_row).collect()
+        Ok(rows
+            .into_iter()
+            .map(DeadLetterRecordRow::into_record)
+            .collect())
     }
 
     /// Deletes dead letters by id range; like points, they are never updated.
@@ -480,53 +502,10 @@ async fn insert_dead_letter(
         .map_err(StoreError::sqlite)
 }
 
-fn get<'r, T>(row: &'r SqliteRow, i: usize) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    row.try_get(i).map_err(StoreError::sqlite)
-}
-
-/// Reads a point from the columns starting at `at`.
-fn point_from_row(r: &SqliteRow, at: usize) -> Result<Point, StoreError> {
-    Ok(Point {
-        device_id: get(r, at)?,
-        session: get(r, at + 1)?,
-        seq: seq_from_sql(get(r, at + 2)?, Backend::Sqlite)?,
-        ts_ms: get(r, at + 3)?,
-        channels: Channels {
-            bt: get(r, at + 4)?,
-            et: get(r, at + 5)?,
-            gas: get(r, at + 6)?,
-            air: get(r, at + 7)?,
-            drum: get(r, at + 8)?,
-            extra: parse_extra(get::<Option<&str>>(r, at + 9)?, Backend::Sqlite)?,
-        },
-        received_ms: get(r, at + 10)?,
-    })
-}
-
-fn session_from_row(r: &SqliteRow, at: usize) -> Result<SessionRecord, StoreError> {
-    Ok(SessionRecord {
-        device_id: get(r, at)?,
-        session: get(r, at + 1)?,
-        started_ms: get(r, at + 2)?,
-        ended_ms: get(r, at + 3)?,
-        metadata: parse_metadata(&get::<String>(r, at + 4)?, Backend::Sqlite)?,
-        updated_ms: get(r, at + 5)?,
-    })
-}
-
-fn dead_letter_from_row(r: &SqliteRow) -> Result<DeadLetterRecord, StoreError> {
-    Ok(DeadLetterRecord {
-        id: get(r, 0)?,
-        received_ms: get(r, 1)?,
-        topic: get(r, 2)?,
-        device_id: get(r, 3)?,
-        payload: get(r, 4)?,
-        payload_bytes: usize::try_from(get::<i64>(r, 5)?).unwrap_or(0),
-        frame_index: get::<Option<i64>>(r, 6)?.and_then(|i| usize::try_from(i).ok()),
-        reason_code: get(r, 7)?,
-        reason: get(r, 8)?,
-    })
+/// A point with its rowid, which orders and deletes the fallback's backlog.
+#[derive(sqlx::FromRow)]
+struct RowidPointRow {
+    rowid: i64,
+    #[sqlx(flatten)]
+    point: PointRow,
 }

@@ -7,15 +7,15 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
-use model::{Batch, Channels, Point};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, Row};
+use model::{Batch, Point};
+use sqlx::PgConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::config::{PostgresConfig, WriteStrategy};
 use crate::error::{Backend, StoreError};
 use crate::rows::{
-    DeadLetterRow, SessionRow, WriteSet, count_from_sql, parse_extra, parse_metadata, seq_from_sql,
-    usize_to_sql,
+    DeadLetterRecordRow, DeadLetterRow, PointRow, SessionRecordRow, SessionRow, SessionSummaryRow,
+    WriteSet, usize_to_sql,
 };
 use crate::{
     DeadLetterRecord, SessionQuery, SessionRecord, SessionSummary, TelemetryQuery, WriteOutcome,
@@ -70,11 +70,14 @@ FROM unnest($1::int8[], $2::text[], $3::text[], $4::bytea[], $5::int4[], $6::int
             $7::text[], $8::text[])
      AS u(r, t, d, p, pb, fi, rc, rs)";
 
-/// The columns of a point, times as epoch ms, in the order [`point_from_row`] reads them.
+/// The columns of a [`PointRow`]. Converted columns are named apart from the table's: ORDER BY
+/// takes a bare name for an output column first, and ordering by the converted `ts` could not
+/// use the indexes.
 macro_rules! point_columns {
     () => {
-        "device_id, session, seq, (extract(epoch from ts) * 1000)::int8, bt, et, gas, air, drum, \
-         extra::text, (extract(epoch from received_at) * 1000)::int8"
+        "device_id, session, seq, (extract(epoch from ts) * 1000)::int8 AS ts_ms, \
+         bt, et, gas, air, drum, extra::text AS extra, \
+         (extract(epoch from received_at) * 1000)::int8 AS received_ms"
     };
 }
 
@@ -97,10 +100,10 @@ const SELECT_LATEST: &str = concat!(
 );
 
 const SELECT_SESSIONS: &str = "SELECT device_id, session,
-       (extract(epoch from started_at) * 1000)::int8,
-       (extract(epoch from ended_at) * 1000)::int8,
-       metadata::text,
-       (extract(epoch from updated_at) * 1000)::int8
+       (extract(epoch from started_at) * 1000)::int8 AS started_ms,
+       (extract(epoch from ended_at) * 1000)::int8 AS ended_ms,
+       metadata::text AS metadata,
+       (extract(epoch from updated_at) * 1000)::int8 AS updated_ms
 FROM sessions
 WHERE ($1::text IS NULL OR device_id = $1) AND (NOT $2 OR ended_at IS NULL)
 ORDER BY COALESCE(started_at, ended_at, updated_at) DESC, device_id, session
@@ -114,22 +117,24 @@ const SELECT_SESSION_SUMMARY: &str = "WITH pts AS (
     UNION
     SELECT device_id FROM pts
 )
-SELECT d.device_id, s.device_id IS NOT NULL,
-       (extract(epoch from s.started_at) * 1000)::int8,
-       (extract(epoch from s.ended_at) * 1000)::int8,
-       s.metadata::text,
-       (extract(epoch from s.updated_at) * 1000)::int8,
-       COALESCE(p.n, 0),
-       (extract(epoch from p.first_ts) * 1000)::int8,
-       (extract(epoch from p.last_ts) * 1000)::int8,
-       p.max_seq
+SELECT d.device_id AS device_id, s.device_id IS NOT NULL AS has_record,
+       (extract(epoch from s.started_at) * 1000)::int8 AS started_ms,
+       (extract(epoch from s.ended_at) * 1000)::int8 AS ended_ms,
+       s.metadata::text AS metadata,
+       (extract(epoch from s.updated_at) * 1000)::int8 AS updated_ms,
+       COALESCE(p.n, 0) AS points,
+       (extract(epoch from p.first_ts) * 1000)::int8 AS first_ts_ms,
+       (extract(epoch from p.last_ts) * 1000)::int8 AS last_ts_ms,
+       p.max_seq AS max_seq
 FROM devs d
 LEFT JOIN sessions s ON s.device_id = d.device_id AND s.session = $1
 LEFT JOIN pts p ON p.device_id = d.device_id
 ORDER BY d.device_id";
 
-const SELECT_DEAD_LETTERS: &str = "SELECT id, (extract(epoch from received_at) * 1000)::int8,
-       topic, device_id, payload, payload_bytes, frame_index, reason_code, reason
+const SELECT_DEAD_LETTERS: &str = "SELECT id,
+       (extract(epoch from received_at) * 1000)::int8 AS received_ms,
+       topic, device_id, payload, payload_bytes::int8 AS payload_bytes,
+       frame_index::int8 AS frame_index, reason_code, reason
 FROM dead_letters ORDER BY id DESC LIMIT $1";
 
 const PRUNE_DEAD_LETTERS: &str = "DELETE FROM dead_letters
@@ -270,65 +275,31 @@ impl PgStore {
     }
 
     pub async fn sessions(&self, q: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError> {
-        let rows = sqlx::query(SELECT_SESSIONS)
+        let rows = sqlx::query_as::<_, SessionRecordRow>(SELECT_SESSIONS)
             .bind(q.device_id.as_deref())
             .bind(q.active_only)
             .bind(usize_to_sql(q.limit))
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::pg)?;
-        rows.iter()
-            .map(|r| {
-                Ok(SessionRecord {
-                    device_id: get(r, 0)?,
-                    session: get(r, 1)?,
-                    started_ms: get(r, 2)?,
-                    ended_ms: get(r, 3)?,
-                    metadata: parse_metadata(&get::<String>(r, 4)?, Backend::Postgres)?,
-                    updated_ms: get(r, 5)?,
-                })
-            })
+        rows.into_iter()
+            .map(|r| r.into_record(Backend::Postgres))
             .collect()
     }
 
     pub async fn session(&self, session: &str) -> Result<Vec<SessionSummary>, StoreError> {
-        let rows = sqlx::query(SELECT_SESSION_SUMMARY)
+        let rows = sqlx::query_as::<_, SessionSummaryRow>(SELECT_SESSION_SUMMARY)
             .bind(session)
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::pg)?;
-        rows.iter()
-            .map(|r| {
-                let device_id: String = get(r, 0)?;
-                let record = if get::<bool>(r, 1)? {
-                    Some(SessionRecord {
-                        device_id: device_id.clone(),
-                        session: session.to_owned(),
-                        started_ms: get(r, 2)?,
-                        ended_ms: get(r, 3)?,
-                        metadata: parse_metadata(&get::<String>(r, 4)?, Backend::Postgres)?,
-                        updated_ms: get(r, 5)?,
-                    })
-                } else {
-                    None
-                };
-                Ok(SessionSummary {
-                    device_id,
-                    session: session.to_owned(),
-                    record,
-                    points: count_from_sql(get(r, 6)?),
-                    first_ts_ms: get(r, 7)?,
-                    last_ts_ms: get(r, 8)?,
-                    max_seq: get::<Option<i64>>(r, 9)?
-                        .map(|s| seq_from_sql(s, Backend::Postgres))
-                        .transpose()?,
-                })
-            })
+        rows.into_iter()
+            .map(|r| r.into_summary(session, Backend::Postgres))
             .collect()
     }
 
     pub async fn telemetry(&self, q: &TelemetryQuery) -> Result<Vec<Point>, StoreError> {
-        let rows = sqlx::query(SELECT_TELEMETRY)
+        let rows = sqlx::query_as::<_, PointRow>(SELECT_TELEMETRY)
             .bind(&q.session)
             .bind(q.device_id.as_deref())
             .bind(q.from_ms)
@@ -337,39 +308,30 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::pg)?;
-        rows.iter().map(point_from_row).collect()
+        rows.into_iter()
+            .map(|r| r.into_point(Backend::Postgres))
+            .collect()
     }
 
     pub async fn latest(&self, device_id: &str) -> Result<Option<Point>, StoreError> {
-        let row = sqlx::query(SELECT_LATEST)
+        let row = sqlx::query_as::<_, PointRow>(SELECT_LATEST)
             .bind(device_id)
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::pg)?;
-        row.as_ref().map(point_from_row).transpose()
+        row.map(|r| r.into_point(Backend::Postgres)).transpose()
     }
 
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
-        let rows = sqlx::query(SELECT_DEAD_LETTERS)
+        let rows = sqlx::query_as::<_, DeadLetterRecordRow>(SELECT_DEAD_LETTERS)
             .bind(usize_to_sql(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::pg)?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeadLetterRecord {
-                    id: get(r, 0)?,
-                    received_ms: get(r, 1)?,
-                    topic: get(r, 2)?,
-                    device_id: get(r, 3)?,
-                    payload: get(r, 4)?,
-                    payload_bytes: usize::try_from(get::<i32>(r, 5)?).unwrap_or(0),
-                    frame_index: get::<Option<i32>>(r, 6)?.and_then(|i| usize::try_from(i).ok()),
-                    reason_code: get(r, 7)?,
-                    reason: get(r, 8)?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(DeadLetterRecordRow::into_record)
+            .collect())
     }
 
     pub async fn prune_dead_letters(
@@ -468,31 +430,6 @@ async fn insert_dead_letters(
         .await
         .map(|_| ())
         .map_err(StoreError::pg)
-}
-
-fn get<'r, T>(row: &'r PgRow, i: usize) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    row.try_get(i).map_err(StoreError::pg)
-}
-
-fn point_from_row(r: &PgRow) -> Result<Point, StoreError> {
-    Ok(Point {
-        device_id: get(r, 0)?,
-        session: get(r, 1)?,
-        seq: seq_from_sql(get(r, 2)?, Backend::Postgres)?,
-        ts_ms: get(r, 3)?,
-        channels: Channels {
-            bt: get(r, 4)?,
-            et: get(r, 5)?,
-            gas: get(r, 6)?,
-            air: get(r, 7)?,
-            drum: get(r, 8)?,
-            extra: parse_extra(get::<Option<&str>>(r, 9)?, Backend::Postgres)?,
-        },
-        received_ms: get(r, 10)?,
-    })
 }
 
 /// Runs `fut`, or gives up after `limit` with [`StoreError::Timeout`].

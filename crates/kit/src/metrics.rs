@@ -13,6 +13,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// The standard Prometheus process metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, …): what the load harness reads to report a service's CPU
+/// and memory, and what an operator graphs next to the service's own metrics.
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+
 /// Bucket bounds in seconds for latency histograms: fine below 10 ms, where the targets are.
 pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -34,9 +39,17 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// Renders the registry (after draining histogram samples into their buckets).
+/// Renders the registry (after sampling the process and draining histogram samples into their
+/// buckets).
 pub fn render() -> String {
     let handle = prometheus();
+    PROCESS
+        .get_or_init(|| {
+            let collector = metrics_process::Collector::default();
+            collector.describe();
+            collector
+        })
+        .collect();
     handle.run_upkeep();
     handle.render()
 }

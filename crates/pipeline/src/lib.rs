@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub use batcher::{Pipeline, PipelineFailed, start};
 pub use queue::{Closed, Intake};
-pub use stats::{LatencySnapshot, Stats, StatsSnapshot};
+pub use stats::{EncodedLatency, LatencySnapshot, Stats, StatsSnapshot};
 
 /// The records decoded from one message, and what acknowledges that message.
 #[derive(Debug)]

@@ -90,6 +90,14 @@ impl LatencySnapshot {
     }
 }
 
+/// The latency histograms in HDR V2 deflate encoding, base64; values in `unit`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EncodedLatency {
+    pub unit: &'static str,
+    pub publish_to_commit: String,
+    pub receive_to_commit: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StatsSnapshot {
     pub messages_in: u64,
@@ -182,6 +190,25 @@ impl Stats {
             publish_to_commit: publish,
             receive_to_commit: receive,
         }
+    }
+
+    /// Both latency histograms, serialized (HDR V2 + deflate, base64) so that a load harness
+    /// can take one snapshot before and one after an interval and subtract them: exact
+    /// percentiles of that interval alone, from a service that has been running for days.
+    pub fn encoded(&self) -> Option<EncodedLatency> {
+        use base64::Engine as _;
+        use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
+        let lat = self.latency.lock().ok()?;
+        let encode = |h: &Histogram<u64>| {
+            let mut buf = Vec::new();
+            V2DeflateSerializer::new().serialize(h, &mut buf).ok()?;
+            Some(base64::engine::general_purpose::STANDARD.encode(buf))
+        };
+        Some(EncodedLatency {
+            unit: "us",
+            publish_to_commit: encode(&lat.publish_to_commit)?,
+            receive_to_commit: encode(&lat.receive_to_commit)?,
+        })
     }
 
     /// Appends the latency histograms to Prometheus exposition text.

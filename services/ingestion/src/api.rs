@@ -30,6 +30,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/devices/{device_id}/latest", get(latest))
         .route("/dead-letters", get(dead_letters))
         .route("/stats", get(stats))
+        .route("/stats/latency", get(latency))
         .with_state(state)
 }
 
@@ -353,6 +354,17 @@ struct CacheStats {
 struct MqttStats {
     connected: bool,
     connection_epoch: u64,
+}
+
+/// The latency histograms themselves (HDR V2, base64), for harnesses that diff snapshots.
+async fn latency(
+    State(state): State<AppState>,
+) -> Result<Json<pipeline::EncodedLatency>, ApiError> {
+    state
+        .stats
+        .encoded()
+        .map(Json)
+        .ok_or_else(|| ApiError::internal("latency histograms could not be encoded"))
 }
 
 async fn stats(State(state): State<AppState>) -> Json<StatsOut> {

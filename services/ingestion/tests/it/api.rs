@@ -110,6 +110,7 @@ async fn sessions_telemetry_and_latest_are_served() {
     assert_eq!(stats["cache"]["kind"], "redis");
     assert_eq!(stats["mqtt"]["connected"], true);
     assert!(stats["pipeline"]["publish_to_commit"]["count"].as_u64() >= Some(100));
+
     s.app.stop().await;
 }
 
@@ -142,11 +143,31 @@ async fn metrics_are_valid_prometheus_text() {
     for name in [
         "simcorp_ingest_points_committed_total",
         "simcorp_http_requests_total",
+        // The process itself: what the load harness reports as the service's CPU and memory.
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
     ] {
         assert!(
             scrape.samples.iter().any(|s| s.metric == name),
             "{name} missing from\n{text}"
         );
     }
+
+    // The histograms themselves, for harnesses that diff snapshots: they decode, and hold
+    // exactly the points committed.
+    let encoded: serde_json::Value = s.app.get("/stats/latency").await;
+    assert_eq!(encoded["unit"], "us");
+    let decode = |field: &str| {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded[field].as_str().unwrap())
+            .unwrap();
+        let h: hdrhistogram::Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .unwrap();
+        h
+    };
+    assert_eq!(decode("publish_to_commit").len(), 50);
+    assert!(decode("receive_to_commit").len() >= 50);
     s.app.stop().await;
 }

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::Serialize;
@@ -44,6 +44,9 @@ pub const PLATFORM_SECTIONS: &[&str] = &[
     "command",
     "loadtest",
 ];
+
+/// Top-level settings shared by the whole platform (not in a section).
+pub const PLATFORM_KEYS: &[&str] = &["data_dir"];
 
 /// Where configuration comes from, beyond defaults and the environment.
 #[derive(Debug, Clone, Default)]
@@ -118,11 +121,10 @@ fn build<T: Serialize + Default>(
 ) -> Result<Figment, ConfigError> {
     let shape = Value::serialize(T::default()).map_err(Box::new)?;
     let mut figment = Figment::new();
-    // Every layer goes into figment's default profile, so that merge order alone decides which
-    // wins (a `(key, value)` tuple would land in the global profile and beat files and env).
-    for (key, value) in &sources.defaults {
-        figment = figment.merge(Serialized::default(key, value));
-    }
+    figment = figment.merge(Layer {
+        name: "the defaults of this command",
+        pairs: &sources.defaults,
+    });
     let file = sources
         .file
         .clone()
@@ -132,9 +134,10 @@ fn build<T: Serialize + Default>(
         figment = figment.merge(Toml::file_exact(&path));
     }
     figment = figment.merge(Environment::for_shape(&shape, vars)?);
-    for (key, value) in &sources.overrides {
-        figment = figment.merge(Serialized::default(key, value));
-    }
+    figment = figment.merge(Layer {
+        name: "command-line flags",
+        pairs: &sources.overrides,
+    });
     check_top_level(&figment, &shape)?;
     Ok(figment)
 }
@@ -142,7 +145,9 @@ fn build<T: Serialize + Default>(
 /// Rejects top-level keys that neither this program nor any other part of the platform has.
 fn check_top_level(figment: &Figment, shape: &Value) -> Result<(), ConfigError> {
     let known = |key: &str| {
-        PLATFORM_SECTIONS.contains(&key) || shape.as_dict().is_some_and(|d| d.contains_key(key))
+        PLATFORM_SECTIONS.contains(&key)
+            || PLATFORM_KEYS.contains(&key)
+            || shape.as_dict().is_some_and(|d| d.contains_key(key))
     };
     let data = figment.data().map_err(Box::new)?;
     if let Some(key) = data.values().flat_map(|d| d.keys()).find(|k| !known(k)) {
@@ -183,6 +188,45 @@ fn check_file(path: &Path) -> Result<(), ConfigError> {
         })
 }
 
+/// Dotted `key = value` pairs as a named figment provider, so errors say where a value came from.
+struct Layer<'a> {
+    name: &'static str,
+    pairs: &'a [(String, Value)],
+}
+
+impl Provider for Layer<'_> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        // Untagged values in figment's default profile: merge order alone decides which layer
+        // wins (a `(key, value)` tuple would land in the global profile and beat files and the
+        // environment), and figment attributes each value to this layer.
+        let mut dict = Dict::new();
+        for (key, value) in self.pairs {
+            if let Value::Dict(_, nested) = figment::util::nest(key, value.clone()) {
+                merge_into(&mut dict, nested);
+            }
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Deep-merges `from` into `into`, later values winning.
+fn merge_into(into: &mut Dict, from: Dict) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(Value::Dict(_, existing)), Value::Dict(_, incoming)) => {
+                merge_into(existing, incoming)
+            }
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
 /// The `SIMCORP_*` environment as a figment provider.
 struct Environment {
     dict: Dict,
@@ -201,6 +245,11 @@ impl Environment {
                 } else {
                     scalars.push(key.clone());
                 }
+            }
+        }
+        for key in PLATFORM_KEYS {
+            if !scalars.iter().any(|s| s == key) {
+                scalars.push((*key).to_owned());
             }
         }
         for section in PLATFORM_SECTIONS {
@@ -354,6 +403,11 @@ mod tests {
         let (_dir, sources) = file("[postgress]\nmax_connections = 3\n");
         let err = load_with(&[], &sources).unwrap_err().to_string();
         assert!(err.contains("unknown setting `postgress`"), "{err}");
+        // A platform-wide key this program does not use is fine; where a mistake came from is
+        // named.
+        let sources = Sources::default().set("log", 3).set("bogus", 1);
+        let err = load_with(&[], &sources).unwrap_err().to_string();
+        assert!(err.contains("`bogus` (from command-line flags)"), "{err}");
     }
 
     #[test]

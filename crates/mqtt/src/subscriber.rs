@@ -38,11 +38,18 @@ pub struct Delivery {
 pub struct Connection {
     epoch: AtomicU64,
     connected: AtomicBool,
+    subscribed: AtomicBool,
 }
 
 impl Connection {
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    /// Connected, and the broker granted the subscriptions on this connection. Until then the
+    /// broker drops messages for us that it holds no session for: readiness waits for this.
+    pub fn is_subscribed(&self) -> bool {
+        self.is_connected() && self.subscribed.load(Ordering::Acquire)
     }
 
     /// Increases with every successful (re)connection.
@@ -222,12 +229,15 @@ impl PollLoop {
                         .any(|c| matches!(c, SubscribeReasonCode::Failure))
                     {
                         tracing::error!(filters = ?self.filters, "the broker refused a subscription");
+                    } else {
+                        self.connection.subscribed.store(true, Ordering::Release);
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                 Ok(_) => {}
                 Err(error) => {
                     self.connection.connected.store(false, Ordering::Release);
+                    self.connection.subscribed.store(false, Ordering::Release);
                     crate_metrics::connected(false);
                     if disconnecting {
                         break;

@@ -106,7 +106,7 @@ pub async fn run(
     let draining = CancellationToken::new();
     {
         let c = connection.clone();
-        readiness.require("mqtt", move || c.is_connected());
+        readiness.require("mqtt", move || c.is_subscribed());
         let s = store.clone();
         readiness.require(name_of(&store), move || s.primary_available());
         let c = cache.clone();

@@ -34,6 +34,8 @@ enum Command {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Service {
     Ingestion,
+    SimTwin,
+    SimPublisher,
 }
 
 /// Where the servers are. Each flag overrides the configuration file and `SIMCORP_*` variables.
@@ -105,6 +107,14 @@ impl Cli {
                 service: Service::Ingestion,
                 options,
             } => serve_ingestion(options.sources()).await,
+            Command::Serve {
+                service: Service::SimTwin,
+                options,
+            } => serve_sim_twin(options.sources()).await,
+            Command::Serve {
+                service: Service::SimPublisher,
+                options,
+            } => serve_sim_publisher(options.sources()).await,
             Command::Migrate(options) => migrate(options.sources()).await,
         }
     }
@@ -113,10 +123,24 @@ impl Cli {
 async fn serve_ingestion(sources: Sources) -> anyhow::Result<()> {
     let config = ingestion::Config::load(&sources)?;
     kit::logging::init(&config.log);
-    let listener = tokio::net::TcpListener::bind(config.ingestion.http_addr)
-        .await
-        .with_context(|| format!("binding ingestion to {}", config.ingestion.http_addr))?;
+    let listener = crate::up::bind(config.ingestion.http_addr, "ingestion").await?;
     ingestion::run(config, listener, kit::shutdown::signal()).await?;
+    Ok(())
+}
+
+async fn serve_sim_twin(sources: Sources) -> anyhow::Result<()> {
+    let config = sim_twin::Config::load(&sources)?;
+    kit::logging::init(&config.log);
+    let listener = crate::up::bind(config.sim_twin.http_addr, "sim-twin").await?;
+    sim_twin::run(config, listener, kit::shutdown::signal()).await?;
+    Ok(())
+}
+
+async fn serve_sim_publisher(sources: Sources) -> anyhow::Result<()> {
+    let config = sim_publisher::Config::load(&sources)?;
+    kit::logging::init(&config.log);
+    let listener = crate::up::bind(config.sim_publisher.http_addr, "sim-publisher").await?;
+    sim_publisher::run(config, listener, kit::shutdown::signal()).await?;
     Ok(())
 }
 

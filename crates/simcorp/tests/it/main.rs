@@ -69,7 +69,17 @@ async fn up_runs_the_platform_on_embedded_defaults() {
     let broker_port = testkit::free_port();
     let up = start(
         &["up", "--data-dir", data.path().to_str().unwrap()],
-        &[("SIMCORP_BROKER_LISTEN", format!("127.0.0.1:{broker_port}"))],
+        &[
+            ("SIMCORP_BROKER_LISTEN", format!("127.0.0.1:{broker_port}")),
+            (
+                "SIMCORP_SIM_PUBLISHER_HTTP_ADDR",
+                format!("127.0.0.1:{}", testkit::free_port()),
+            ),
+            (
+                "SIMCORP_SIM_TWIN_HTTP_ADDR",
+                format!("127.0.0.1:{}", testkit::free_port()),
+            ),
+        ],
     )
     .await;
     let stats: serde_json::Value = reqwest::get(format!("{}/stats", up.http))
@@ -110,6 +120,25 @@ async fn up_runs_the_platform_on_embedded_defaults() {
         })
         .await;
     assert_eq!(points[0]["channels"]["bt"], 180.2);
+
+    // The default fleet of simulated roasters is roasting, live, into ingestion.
+    let url = format!("{}/sessions?active=true", up.http);
+    let active: Vec<serde_json::Value> = testkit::eventually(
+        Duration::from_secs(20),
+        "three live simulated roasts",
+        || {
+            let url = url.clone();
+            async move {
+                let s: Vec<serde_json::Value> = reqwest::get(&url).await.ok()?.json().await.ok()?;
+                (s.len() >= 3).then_some(s)
+            }
+        },
+    )
+    .await;
+    assert!(
+        active.iter().any(|s| s["device_id"] == "sim-roaster-1"),
+        "{active:?}"
+    );
 
     let banner = up.stop().await;
     assert!(

@@ -1,0 +1,318 @@
+//! The sim-publisher, driven over HTTP, observed over MQTT: fleets publish the device contract
+//! exactly as roasters must.
+#![allow(clippy::unwrap_used)] // In tests a panic is the assertion.
+#![allow(unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use model::{Limits, SessionState, TopicKind};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::json;
+use sim_publisher::Config;
+use testkit::PrivateMosquitto;
+use tokio::sync::mpsc;
+
+struct App {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), sim_publisher::Error>>,
+}
+
+impl App {
+    async fn spawn(mqtt_url: &str, default_fleet: Option<sim_publisher::FleetSpec>) -> App {
+        let mut config = Config::default();
+        config.mqtt.url = mqtt_url.to_owned();
+        config.mqtt.client_id = Some(testkit::unique_name("sim"));
+        config.sim_publisher.default_fleet = default_fleet;
+        config.log.format = kit::logging::LogFormat::Text;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(sim_publisher::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        App {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("sim-publisher did not stop in time")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Every message published under `roasters/#`, as (topic, payload), in arrival order.
+async fn listen(mqtt_url: &str) -> mpsc::UnboundedReceiver<(String, Vec<u8>)> {
+    let endpoint = mqtt::Endpoint::parse(mqtt_url).unwrap();
+    let mut options = MqttOptions::new(
+        testkit::unique_name("observer"),
+        endpoint.host,
+        endpoint.port,
+    );
+    options.set_max_packet_size(1 << 24, 1 << 24);
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    client
+        .subscribe("roasters/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _client = client;
+        while let Ok(event) = eventloop.poll().await {
+            match event {
+                Event::Incoming(Packet::SubAck(_)) => {
+                    if let Some(tx) = subscribed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Event::Incoming(Packet::Publish(p)) => {
+                    let _ = tx.send((p.topic, p.payload.to_vec()));
+                }
+                _ => {}
+            }
+        }
+    });
+    subscribed.await.unwrap();
+    rx
+}
+
+/// What one device published, decoded with ingestion's own decoder.
+#[derive(Default, Debug)]
+struct Device {
+    starts: Vec<model::SessionEvent>,
+    ends: Vec<model::SessionEvent>,
+    points: Vec<model::Point>,
+    messages: usize,
+}
+
+fn decode(seen: &mut BTreeMap<String, Device>, topic: &str, payload: &[u8]) {
+    let t = model::parse_topic(topic).unwrap();
+    let device = seen.entry(t.device_id.to_owned()).or_default();
+    device.messages += 1;
+    let now = model::now_ms();
+    match t.kind {
+        TopicKind::Telemetry => {
+            let d = model::decode_telemetry(t.device_id, payload, now, &Limits::default()).unwrap();
+            assert!(
+                d.rejected.is_empty(),
+                "{topic}: refused points {:?}",
+                d.rejected
+            );
+            device.points.extend(d.points);
+        }
+        TopicKind::Session => {
+            let s = model::decode_session(t.device_id, payload, now, &Limits::default()).unwrap();
+            match s.state {
+                SessionState::Start => device.starts.push(s),
+                SessionState::End => device.ends.push(s),
+            }
+        }
+        other => panic!("unexpected {other:?} on {topic}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_publishes_whole_roasts_in_the_device_contract() {
+    let broker = PrivateMosquitto::start().await;
+    let mut messages = listen(&broker.url()).await;
+    let app = App::spawn(&broker.url(), None).await;
+    let http = reqwest::Client::new();
+
+    // Three roasters, one roast each, 600x real time: a 12-minute roast in about 1.2 s.
+    let resp = http
+        .post(app.url("/fleets"))
+        .json(&json!({"device_prefix": "test-r", "roasters": 3, "acceleration": 600.0, "repeat": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let fleet: serde_json::Value = resp.json().await.unwrap();
+    let id = fleet["id"].as_str().unwrap().to_owned();
+
+    let mut seen: BTreeMap<String, Device> = BTreeMap::new();
+    testkit::eventually(Duration::from_secs(30), "three complete roasts", || {
+        while let Ok((topic, payload)) = messages.try_recv() {
+            decode(&mut seen, &topic, &payload);
+        }
+        let done = seen.len() == 3 && seen.values().all(|d| d.ends.len() == 1);
+        std::future::ready(done.then_some(()))
+    })
+    .await;
+
+    for (device_id, d) in &seen {
+        assert_eq!(d.starts.len(), 1, "{device_id}");
+        let session = &d.starts[0].session;
+        assert_eq!(&d.ends[0].session, session);
+        // A roast of 10-14 minutes at 1 sample/s, numbered 0..n in order.
+        let seqs: Vec<u64> = d.points.iter().map(|p| p.seq).collect();
+        assert_eq!(
+            seqs,
+            (0..seqs.len() as u64).collect::<Vec<_>>(),
+            "{device_id}"
+        );
+        assert!(
+            (600..=840).contains(&seqs.len()),
+            "{device_id}: {} points",
+            seqs.len()
+        );
+        assert!(d.points.iter().all(|p| &p.session == session));
+        assert!(
+            d.points.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms),
+            "ts must not go back"
+        );
+        // The end carries the engine's own events, in order, ending with the drop.
+        let events = d.ends[0].metadata["events"].as_array().unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds.first(), Some(&"charge"), "{kinds:?}");
+        assert_eq!(kinds.last(), Some(&"drop"), "{kinds:?}");
+        assert!(kinds.contains(&"first_crack"), "{kinds:?}");
+        assert_eq!(d.starts[0].metadata["simulator"], "sim-twin");
+    }
+
+    let status: serde_json::Value = http
+        .get(app.url(&format!("/fleets/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["roasters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["roasts_completed"] == 1)
+    );
+    assert_eq!(status["mqtt_connected"], true);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn frames_carry_several_points_and_stopping_ends_the_roast() {
+    let broker = PrivateMosquitto::start().await;
+    let mut messages = listen(&broker.url()).await;
+    let app = App::spawn(&broker.url(), None).await;
+    let http = reqwest::Client::new();
+    let fleet: serde_json::Value = http
+        .post(app.url("/fleets"))
+        .json(&json!({"device_prefix": "framed", "roasters": 1, "acceleration": 20.0, "frame": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = fleet["id"].as_str().unwrap().to_owned();
+
+    let mut seen: BTreeMap<String, Device> = BTreeMap::new();
+    let mut frames = 0;
+    testkit::eventually(Duration::from_secs(20), "a few frames", || {
+        while let Ok((topic, payload)) = messages.try_recv() {
+            if topic.ends_with("/telemetry") {
+                assert_eq!(payload.first(), Some(&b'['), "frames are JSON arrays");
+                frames += 1;
+            }
+            decode(&mut seen, &topic, &payload);
+        }
+        std::future::ready((frames >= 3).then_some(()))
+    })
+    .await;
+    assert_eq!(seen["framed-1"].points.len(), frames * 5);
+
+    // Stopping mid-roast: the roast ends, marked as stopped, and the fleet is gone.
+    let resp = http
+        .delete(app.url(&format!("/fleets/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    testkit::eventually(
+        Duration::from_secs(10),
+        "the end of the stopped roast",
+        || {
+            while let Ok((topic, payload)) = messages.try_recv() {
+                decode(&mut seen, &topic, &payload);
+            }
+            std::future::ready((!seen["framed-1"].ends.is_empty()).then_some(()))
+        },
+    )
+    .await;
+    assert_eq!(seen["framed-1"].ends[0].metadata["stopped"], true);
+    let status = http
+        .get(app.url(&format!("/fleets/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_fleets_are_refused_with_a_reason() {
+    let broker = PrivateMosquitto::start().await;
+    let app = App::spawn(&broker.url(), None).await;
+    let http = reqwest::Client::new();
+    for (body, says) in [
+        (json!({"roasters": 0}), "roasters"),
+        (json!({"profile": "burnt"}), "profile"),
+        (json!({"acceleration": -1.0}), "acceleration"),
+        (json!({"device_prefix": "bad/prefix"}), "device_prefix"),
+        (json!({"roasterz": 2}), "roasterz"),
+        (json!({"roasters": 1_000_000}), "limit"),
+    ] {
+        let resp = http
+            .post(app.url("/fleets"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_fleet_starts_with_the_service() {
+    let broker = PrivateMosquitto::start().await;
+    let spec = sim_publisher::FleetSpec {
+        device_prefix: "default".into(),
+        roasters: 2,
+        acceleration: 100.0,
+        ..sim_publisher::FleetSpec::default()
+    };
+    let app = App::spawn(&broker.url(), Some(spec)).await;
+    let url = app.url("/fleets");
+    let fleets: Vec<serde_json::Value> =
+        testkit::eventually(Duration::from_secs(10), "the default fleet", || {
+            let url = url.clone();
+            async move {
+                let fleets: Vec<serde_json::Value> =
+                    reqwest::get(&url).await.ok()?.json().await.ok()?;
+                (fleets.len() == 1 && fleets[0]["points_published"].as_u64() > Some(0))
+                    .then_some(fleets)
+            }
+        })
+        .await;
+    assert_eq!(fleets[0]["roasters"].as_array().unwrap().len(), 2);
+    assert_eq!(reqwest::get(app.url("/ready")).await.unwrap().status(), 200);
+    app.stop().await;
+}

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use loadtest::{RunConfig, Verdict, parse_duration, verify};
+use loadtest::{RampConfig, RunConfig, Source, Verdict, parse_duration, verify};
 
-/// Load harness for the ingestion core: publishes device telemetry over MQTT at a fixed rate,
-/// then reports latency, points lost and points duplicated. Exit code 1 on FAIL, 2 on error.
+/// Load harness for the ingestion core: replays roast sessions over MQTT at a target rate (or a
+/// rising one, --ramp), watches ingestion's latency, throughput, CPU and memory every second,
+/// then reports points lost and duplicated, in JSON and HTML. Exit code 1 on FAIL, 2 on error.
 #[derive(Parser)]
 #[command(name = "loadtest", version)]
 struct Cli {
@@ -18,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Publish a load, verify what ingestion stored, judge it (p95 < 10 ms, 0 lost, 0 duplicated).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Re-run only the verification of an earlier run (e.g. after a crash drill).
     Check(CheckArgs),
 }
@@ -40,19 +41,31 @@ struct RunArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/simcorp"
     )]
     postgres: String,
-    /// Ingestion's HTTP base URL (e.g. http://127.0.0.1:4001), for latency from its /stats.
-    /// Start ingestion fresh before the run: its histograms are cumulative.
+    /// Ingestion's HTTP base URL (e.g. http://127.0.0.1:4001): latency (exact, per second and
+    /// for the run, from its /stats/latency histograms, whatever its uptime), throughput,
+    /// CPU and memory.
     #[arg(long, env = "SIMCORP_LOADTEST_INGESTION")]
     ingestion: Option<String>,
-    /// Points per second, over all sessions.
+    /// Points per second, over all sessions. With --ramp: the rate the ramp must hold to pass.
     #[arg(long, env = "SIMCORP_LOADTEST_RATE", default_value_t = 10_000)]
     rate: u64,
     /// How long to publish: 60s, 5m, 1m30s, 500ms.
     #[arg(long, env = "SIMCORP_LOADTEST_DURATION", default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Concurrent sessions, each on a device of its own.
-    #[arg(long, env = "SIMCORP_LOADTEST_SESSIONS", default_value_t = 100)]
+    #[arg(long, env = "SIMCORP_LOADTEST_SESSIONS", default_value_t = 1000)]
     sessions: u32,
+    /// Where sessions' readings come from: `engine` (the sim-twin simulation, one roast per
+    /// session) or `synthetic` (a precomputed curve: no simulation cost in the harness).
+    #[arg(long, env = "SIMCORP_LOADTEST_SOURCE", default_value = "engine", value_parser = ["engine", "synthetic"])]
+    source: String,
+    /// Seed of the engine's roasts (the same seed replays the same sessions).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Replay recorded Artisan roasts (.alog, a file or a directory of them) instead; sessions
+    /// cycle over the logs, each offset and jittered by its index.
+    #[arg(long, env = "SIMCORP_LOADTEST_REPLAY", conflicts_with = "source")]
+    replay: Option<PathBuf>,
     /// Points per telemetry message (1: single points; more: frames).
     #[arg(long, env = "SIMCORP_LOADTEST_FRAME", default_value_t = 1)]
     frame: u32,
@@ -66,6 +79,14 @@ struct RunArgs {
         default_value = "results/run.json"
     )]
     output: PathBuf,
+    /// Where to write the HTML report (one self-contained file); default: --output with .html.
+    #[arg(long, env = "SIMCORP_LOADTEST_HTML")]
+    html: Option<PathBuf>,
+    /// No progress bar or status lines.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    ramp: RampArgs,
     /// Run id (1-16 of [a-z0-9]); random by default.
     #[arg(long)]
     run_id: Option<String>,
@@ -75,6 +96,32 @@ struct RunArgs {
     /// The row count not growing for this long means ingestion is done.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     settle: Duration,
+}
+
+/// --ramp: step the rate up until p95 publish→commit reaches 10 ms.
+#[derive(Args)]
+struct RampArgs {
+    /// Find the highest rate that holds p95 < 10 ms, instead of publishing at --rate.
+    #[arg(long, conflicts_with = "duration")]
+    ramp: bool,
+    /// Rate of the first stage, points/s.
+    #[arg(long, default_value_t = 5_000, requires = "ramp")]
+    ramp_start: u64,
+    /// Each stage this many percent faster than the last.
+    #[arg(long, default_value_t = 25.0, requires = "ramp")]
+    ramp_step: f64,
+    /// Length of a stage.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, requires = "ramp")]
+    ramp_stage: Duration,
+    /// The start of each stage left out of its judgement.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, requires = "ramp")]
+    ramp_warmup: Duration,
+    /// No stage faster than this.
+    #[arg(long, default_value_t = 200_000, requires = "ramp")]
+    ramp_max: u64,
+    /// Stages spent bisecting between the last rate that held and the first that did not.
+    #[arg(long, default_value_t = 2, requires = "ramp")]
+    ramp_bisect: u32,
 }
 
 #[derive(Args)]
@@ -125,7 +172,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Check(args) => check(args).await,
         }
     });
@@ -150,12 +197,40 @@ async fn run(args: RunArgs) -> anyhow::Result<Verdict> {
     config.run_id = args.run_id;
     config.verify.deadline = args.verify_deadline;
     config.verify.settle = args.settle;
+    config.progress = !args.quiet;
+    config.verify.progress_every = (!args.quiet).then_some(Duration::from_secs(5));
+    config.source = match (&args.replay, args.source.as_str()) {
+        (Some(path), _) => Source::replay(path).context("reading the roast logs to replay")?,
+        (None, "synthetic") => Source::Synthetic,
+        (None, _) => Source::Engine { seed: args.seed },
+    };
+    if args.ramp.ramp {
+        let r = &args.ramp;
+        config.ramp = Some(RampConfig {
+            start: r.ramp_start,
+            step_percent: r.ramp_step,
+            stage: r.ramp_stage,
+            warmup: r.ramp_warmup,
+            max_rate: r.ramp_max,
+            bisect: r.ramp_bisect,
+            ..RampConfig::default()
+        });
+    }
+    let html = args
+        .html
+        .clone()
+        .unwrap_or_else(|| args.output.with_extension("html"));
     let report = loadtest::run(&config).await?;
     print!("{}", report.render());
     report
         .write_json(&args.output)
         .context("writing the report")?;
-    println!("report written to {}", args.output.display());
+    loadtest::html::write(&report, &html).context("writing the HTML report")?;
+    println!(
+        "report written to {} and {}",
+        args.output.display(),
+        html.display()
+    );
     Ok(report.verdict)
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use model::Channels;
+use tokio::sync::watch;
 
 use crate::Error;
 
@@ -85,12 +85,13 @@ impl Plan {
         session_id(&self.run_id, n)
     }
 
-    /// The pacing of the connection that carries `sessions_here` of the sessions.
-    pub fn schedule_for(&self, sessions_here: u32) -> Schedule {
-        Schedule {
+    /// The share of the connection that carries `sessions_here` of the sessions.
+    pub fn share(&self, sessions_here: u32) -> Share {
+        Share {
+            sessions_here,
+            sessions: self.sessions,
+            frame: self.frame,
             total: self.messages_per_session * u64::from(sessions_here),
-            per_sec_num: self.rate * u64::from(sessions_here),
-            per_sec_den: u64::from(self.frame) * u64::from(self.sessions),
         }
     }
 
@@ -143,44 +144,90 @@ pub fn check_run_id(run_id: &str) -> Result<(), Error> {
     }
 }
 
-/// Open-loop pacing: how many messages are due a given time after the start. Computed from
-/// elapsed time, never by sleeping per message, so timer granularity and a slow moment only
-/// delay messages (they are caught up at the next tick) and never lower the average rate.
+/// The global pace of a run: points due since the start, as a piecewise-linear function of
+/// time. A fixed run has one segment; a ramp starts a new one at each stage (and a pause, rate
+/// 0, while a backlog drains). Pacing is open-loop: what is due is computed from elapsed time,
+/// never by sleeping per message, so timer granularity and a slow moment only delay messages
+/// (they are caught up at the next tick) and never lower the average rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Schedule {
-    pub total: u64,
-    /// Messages per second as the exact ratio `per_sec_num / per_sec_den`, so that no rounding
-    /// accumulates over a long run.
-    pub per_sec_num: u64,
-    pub per_sec_den: u64,
+pub struct Segment {
+    /// When this segment started, since the start of the run.
+    pub from: Duration,
+    /// Points due when it started.
+    pub points_before: u64,
+    /// Points per second, over all sessions.
+    pub rate: u64,
 }
 
-impl Schedule {
-    /// Messages due `elapsed` after the start: `floor(elapsed × rate)`, at most `total`.
-    pub fn due(&self, elapsed: Duration) -> u64 {
-        let due = elapsed.as_nanos() * u128::from(self.per_sec_num)
-            / (u128::from(self.per_sec_den) * 1_000_000_000);
-        u64::try_from(due).unwrap_or(u64::MAX).min(self.total)
+impl Segment {
+    /// Points due `elapsed` after the start of the run: exact integer arithmetic, so no
+    /// rounding accumulates over a long run.
+    pub fn points_due(&self, elapsed: Duration) -> u64 {
+        let since = elapsed.saturating_sub(self.from);
+        let more = since.as_nanos() * u128::from(self.rate) / 1_000_000_000;
+        self.points_before
+            .saturating_add(u64::try_from(more).unwrap_or(u64::MAX))
     }
 }
 
-/// Plausible readings for a point `progress` (0..=1) of the way through its session: bean
-/// temperature rising 90→210 °C with the flattening curve of a real roast, the environment
-/// above it, gas tapering off, air opening up. `device` shifts each device's curve a little so
-/// that sessions are not identical.
-pub fn channels(progress: f64, device: u32) -> Channels {
-    let p = progress.clamp(0.0, 1.0);
-    let offset = f64::from(device % 7) * 0.5 - 1.5;
-    let wobble = (p * 40.0 + f64::from(device)).sin();
-    let round = |v: f64| (v * 10.0).round() / 10.0;
-    let bt = 90.0 + 120.0 * (1.0 - (1.0 - p).powf(1.6));
-    Channels {
-        bt: Some(round(bt + offset)),
-        et: Some(round(bt + 45.0 - 20.0 * p + offset + wobble * 0.8)),
-        gas: Some(round(75.0 - 35.0 * p + wobble * 2.0)),
-        air: Some(round(30.0 + 45.0 * p)),
-        drum: Some(62.0),
-        extra: Default::default(),
+/// Sets the pace that the publishing connections follow.
+#[derive(Debug)]
+pub struct PaceControl {
+    tx: watch::Sender<Segment>,
+}
+
+impl PaceControl {
+    pub fn new(rate: u64) -> Self {
+        let (tx, _) = watch::channel(Segment {
+            from: Duration::ZERO,
+            points_before: 0,
+            rate,
+        });
+        PaceControl { tx }
+    }
+
+    /// What the connections watch.
+    pub fn subscribe(&self) -> watch::Receiver<Segment> {
+        self.tx.subscribe()
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.tx.borrow().rate
+    }
+
+    pub fn points_due(&self, elapsed: Duration) -> u64 {
+        self.tx.borrow().points_due(elapsed)
+    }
+
+    /// From `elapsed` on, `rate` points/s; what was due until then stays due.
+    pub fn set_rate(&self, elapsed: Duration, rate: u64) {
+        self.tx.send_modify(|s| {
+            *s = Segment {
+                from: elapsed,
+                points_before: s.points_due(elapsed),
+                rate,
+            }
+        });
+    }
+}
+
+/// One connection's share of the global pace: its sessions' part of the points due, in
+/// messages, at most `total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub sessions_here: u32,
+    pub sessions: u32,
+    pub frame: u32,
+    /// Messages this connection publishes in all (`u64::MAX`: until stopped).
+    pub total: u64,
+}
+
+impl Share {
+    /// Messages due when `points_due` points are due over all sessions.
+    pub fn due(&self, points_due: u64) -> u64 {
+        let due = u128::from(points_due) * u128::from(self.sessions_here)
+            / (u128::from(self.sessions) * u128::from(self.frame));
+        u64::try_from(due).unwrap_or(u64::MAX).min(self.total)
     }
 }
 
@@ -192,20 +239,26 @@ mod tests {
         Duration::from_secs_f64(s)
     }
 
+    /// Messages due at `t` for the connection carrying `sessions_here` of a fixed-rate plan.
+    fn due(plan: &Plan, sessions_here: u32, t: Duration) -> u64 {
+        let pace = PaceControl::new(plan.rate);
+        plan.share(sessions_here).due(pace.points_due(t))
+    }
+
     #[test]
     fn the_whole_run_is_due_at_its_planned_end() {
         let plan = Plan::new("abc", 10_000, secs(60.0), 100, 1).unwrap();
         assert_eq!(plan.total_points(), 600_000);
         assert_eq!(plan.points_per_session(), 6000);
-        let whole = plan.schedule_for(plan.sessions);
-        assert_eq!(whole.due(Duration::ZERO), 0);
-        assert_eq!(whole.due(Duration::from_micros(99)), 0);
-        assert_eq!(whole.due(Duration::from_micros(100)), 1);
-        assert_eq!(whole.due(Duration::from_millis(1)), 10);
-        assert_eq!(whole.due(secs(1.0)), 10_000);
-        assert_eq!(whole.due(Duration::from_micros(59_999_900)), 599_999);
-        assert_eq!(whole.due(secs(60.0)), 600_000);
-        assert_eq!(whole.due(secs(3600.0)), 600_000, "capped at the total");
+        let whole = |t| due(&plan, plan.sessions, t);
+        assert_eq!(whole(Duration::ZERO), 0);
+        assert_eq!(whole(Duration::from_micros(99)), 0);
+        assert_eq!(whole(Duration::from_micros(100)), 1);
+        assert_eq!(whole(Duration::from_millis(1)), 10);
+        assert_eq!(whole(secs(1.0)), 10_000);
+        assert_eq!(whole(Duration::from_micros(59_999_900)), 599_999);
+        assert_eq!(whole(secs(60.0)), 600_000);
+        assert_eq!(whole(secs(3600.0)), 600_000, "capped at the total");
         assert_eq!(plan.planned_duration(), secs(60.0));
     }
 
@@ -216,15 +269,13 @@ mod tests {
         let shares: Vec<_> = (0..3).map(|c| plan.sessions_of_connection(c, 3)).collect();
         assert_eq!(shares[0], vec![0, 3, 6, 9]);
         assert_eq!(shares[1], vec![1, 4, 7]);
-        let scheds: Vec<_> = shares
-            .iter()
-            .map(|s| plan.schedule_for(s.len() as u32))
-            .collect();
+        let scheds: Vec<_> = shares.iter().map(|s| plan.share(s.len() as u32)).collect();
+        let pace = PaceControl::new(plan.rate);
         // At any moment, the connections together have published what the whole run has.
         for ms in [0, 1, 7, 333, 1000, 5555, 9999, 10_000, 20_000] {
             let t = Duration::from_millis(ms);
-            let sum: u64 = scheds.iter().map(|s| s.due(t)).sum();
-            let whole = plan.schedule_for(10).due(t);
+            let sum: u64 = scheds.iter().map(|s| s.due(pace.points_due(t))).sum();
+            let whole = due(&plan, 10, t);
             assert!(
                 whole.abs_diff(sum) < 3,
                 "at {ms} ms: whole {whole}, connections {sum}"
@@ -238,7 +289,7 @@ mod tests {
         let plan = Plan::new("abc", 10_000, secs(1.0), 10, 10).unwrap();
         assert_eq!(plan.total_messages(), 1000);
         assert_eq!(plan.total_points(), 10_000);
-        assert_eq!(plan.schedule_for(10).due(secs(0.5)), 500);
+        assert_eq!(due(&plan, 10, secs(0.5)), 500);
     }
 
     #[test]
@@ -276,19 +327,25 @@ mod tests {
     }
 
     #[test]
-    fn bean_temperature_rises_smoothly_from_90_to_210() {
-        let bt = |p| channels(p, 3).bt.unwrap();
-        assert!((bt(0.0) - 90.0).abs() < 2.0);
-        assert!((bt(1.0) - 210.0).abs() < 2.0);
-        let mut last = f64::MIN;
-        for i in 0..=100 {
-            let v = bt(f64::from(i) / 100.0);
-            assert!(v >= last, "bt falls at {i}%");
-            assert!(v - last < 5.0 || last == f64::MIN, "bt jumps at {i}%");
-            last = v;
-        }
-        let c = channels(0.5, 1);
-        assert!(c.et.unwrap() > c.bt.unwrap());
-        assert_eq!(c.len(), 5);
+    fn a_new_rate_continues_from_what_was_due() {
+        let pace = PaceControl::new(1000);
+        assert_eq!(pace.points_due(secs(2.0)), 2000);
+        pace.set_rate(secs(2.0), 4000);
+        assert_eq!(pace.points_due(secs(2.0)), 2000, "no jump at the change");
+        assert_eq!(pace.points_due(secs(2.5)), 4000);
+        // A pause: nothing more is due until the rate is raised again.
+        pace.set_rate(secs(3.0), 0);
+        assert_eq!(pace.points_due(secs(60.0)), 6000);
+        assert_eq!(pace.rate(), 0);
+        pace.set_rate(secs(60.0), 100);
+        assert_eq!(pace.points_due(secs(61.0)), 6100);
+        // An open-ended share (a ramp) follows the pace without a cap.
+        let share = Share {
+            sessions_here: 1,
+            sessions: 4,
+            frame: 2,
+            total: u64::MAX,
+        };
+        assert_eq!(share.due(6100), 762);
     }
 }

@@ -1,20 +1,24 @@
-//! Publishing a [`Plan`] over MQTT as devices would: session start, paced points, session end.
+//! Publishing sessions over MQTT as devices would: session start, paced points, session end.
 //!
-//! Each connection gets a task of its own with its own [`Schedule`] (its share of the rate), so
-//! one connection whose client queue is momentarily full does not hold the others back.
+//! Each connection gets a task of its own that follows its share of the global pace
+//! ([`crate::plan::PaceControl`]), so one connection whose client queue is momentarily full
+//! does not hold the others back, and a ramp changes the rate of every connection at once.
+//! Every point's `ts` is stamped when it is handed to the MQTT client, which is what ingestion
+//! measures publish→commit latency from.
 
-use std::io::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use model::{Point, SessionEvent, SessionState, Topic, TopicKind};
 use mqtt::{Publisher, PublisherStats, QoS};
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Error;
-use crate::plan::{Plan, Schedule, channels};
+use crate::plan::{Segment, Share, device_id, session_id};
+use crate::source::{SessionCurve, Source};
 
 #[derive(Debug, Clone)]
 pub struct PublishConfig {
@@ -24,14 +28,14 @@ pub struct PublishConfig {
     pub connect_timeout: Duration,
     /// How long to wait for the broker's PUBACKs, at the start and at the end of the run.
     pub ack_timeout: Duration,
-    /// How often to print a status line on stderr; `None` for silence (tests).
-    pub progress_every: Option<Duration>,
 }
 
 /// What was published and what the broker acknowledged.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PublishOutcome {
     pub connections: u32,
+    /// Messages each session published (all sessions publish the same number).
+    pub messages_per_session: u64,
     pub messages_published: u64,
     pub points_published: u64,
     /// Telemetry messages the broker PUBACKed. Exact: session starts are acknowledged before
@@ -54,256 +58,400 @@ pub struct PublishOutcome {
     pub qos1_acked: u64,
 }
 
-#[derive(Clone)]
+/// Live counters of a run in progress, for the progress bar and the per-second series.
+#[derive(Debug, Clone)]
+pub struct Live {
+    published: Arc<AtomicU64>,
+    stats: Vec<Arc<PublisherStats>>,
+    acked_before: u64,
+    frame: u64,
+}
+
+impl Live {
+    pub fn points_published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// Points the broker acknowledged so far (after the run, session ends add a few).
+    pub fn points_acked(&self) -> u64 {
+        let acked: u64 = self
+            .stats
+            .iter()
+            .map(|s| s.acked.load(Ordering::Relaxed))
+            .sum();
+        (acked.saturating_sub(self.acked_before) * self.frame).min(self.points_published())
+    }
+}
+
+/// Connected publishers and the sessions they carry, before and while they publish.
+pub struct Fleet {
+    run_id: String,
+    frame: u32,
+    config: PublishConfig,
+    publishers: Vec<Arc<Publisher>>,
+    workers: Vec<Worker>,
+    live: Live,
+    starts: u64,
+}
+
+impl Fleet {
+    /// Connects the publishers and prepares every session's readings.
+    pub async fn connect(
+        run_id: &str,
+        sessions: u32,
+        frame: u32,
+        source: &Source,
+        config: PublishConfig,
+    ) -> Result<Fleet, Error> {
+        let connections = config.connections.clamp(1, sessions);
+        let mqtt_config = mqtt::Config {
+            url: config.mqtt_url.clone(),
+            ..Default::default()
+        };
+        mqtt_config.validate().map_err(Error::Config)?;
+        let published = Arc::new(AtomicU64::new(0));
+        let mut publishers = Vec::with_capacity(connections as usize);
+        let mut workers = Vec::with_capacity(connections as usize);
+        for c in 0..connections {
+            let publisher = Arc::new(
+                Publisher::connect(&mqtt_config, &client_id(run_id, c), config.connect_timeout)
+                    .await?,
+            );
+            let slots = (0..sessions)
+                .filter(|n| n % connections == c)
+                .map(|n| {
+                    Ok(Slot {
+                        device_id: device_id(run_id, n),
+                        session: session_id(run_id, n),
+                        topic: Topic::format(&device_id(run_id, n), TopicKind::Telemetry),
+                        curve: source.session(n)?,
+                    })
+                })
+                .collect::<Result<Vec<Slot>, Error>>()?;
+            workers.push(Worker {
+                publisher: publisher.clone(),
+                share: Share {
+                    sessions_here: slots.len() as u32,
+                    sessions,
+                    frame,
+                    total: u64::MAX,
+                },
+                slots,
+                frame,
+                published: published.clone(),
+                sent: 0,
+                last_publish: None,
+                acked_before: 0,
+            });
+            publishers.push(publisher);
+        }
+        let live = Live {
+            published,
+            stats: publishers.iter().map(|p| p.stats().clone()).collect(),
+            acked_before: 0,
+            frame: u64::from(frame),
+        };
+        Ok(Fleet {
+            run_id: run_id.to_owned(),
+            frame,
+            config,
+            publishers,
+            workers,
+            live,
+            starts: 0,
+        })
+    }
+
+    /// Publishes every session's start and waits for the broker to acknowledge them all, so
+    /// that from here on every PUBACK counted belongs to a telemetry message.
+    pub async fn start_sessions(&mut self) -> Result<(), Error> {
+        let mut count = 0;
+        for w in &self.workers {
+            count += publish_session_events(w, SessionState::Start).await?;
+        }
+        self.starts = count;
+        if !flush_all(&self.publishers, self.config.ack_timeout).await {
+            return Err(Error::Broker(format!(
+                "the broker did not acknowledge the {count} session start messages within {:?}",
+                self.config.ack_timeout
+            )));
+        }
+        for w in &mut self.workers {
+            w.acked_before = w.acked();
+        }
+        self.live.acked_before = self.workers.iter().map(|w| w.acked_before).sum();
+        Ok(())
+    }
+
+    pub fn live(&self) -> Live {
+        self.live.clone()
+    }
+
+    /// Starts publishing at `start`, following `pace`. With `messages_per_session`, each
+    /// session publishes exactly that many messages; without, until `stop` is set, after which
+    /// every session is topped up to the same count (at most one message more each), so that
+    /// verification can expect the same number of points from every session.
+    pub fn spawn(
+        mut self,
+        start: Instant,
+        messages_per_session: Option<u64>,
+        pace: watch::Receiver<Segment>,
+        stop: Arc<AtomicBool>,
+    ) -> tokio::task::JoinHandle<Result<PublishOutcome, Error>> {
+        for w in &mut self.workers {
+            w.share.total =
+                messages_per_session.map_or(u64::MAX, |m| m * u64::from(w.share.sessions_here));
+        }
+        tokio::spawn(self.run(start, pace, stop))
+    }
+
+    async fn run(
+        self,
+        start: Instant,
+        pace: watch::Receiver<Segment>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<PublishOutcome, Error> {
+        let Fleet {
+            run_id,
+            frame,
+            config,
+            publishers,
+            workers,
+            live,
+            starts,
+        } = self;
+        let mut tasks = JoinSet::new();
+        for w in workers {
+            tasks.spawn(w.run(start, pace.clone(), stop.clone()));
+        }
+        let mut workers = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            // A failed connection ends the run: dropping `tasks` aborts the others.
+            workers
+                .push(joined.map_err(|e| Error::Broker(format!("publisher task failed: {e}")))??);
+        }
+        // Stopped mid-run (a ramp): every session gets the same number of messages.
+        let per_session = workers
+            .iter()
+            .map(|w| w.sent.div_ceil(u64::from(w.share.sessions_here.max(1))))
+            .max()
+            .unwrap_or(0);
+        let mut tasks = JoinSet::new();
+        for w in workers {
+            tasks.spawn(w.top_up(per_session));
+        }
+        let mut workers = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            workers
+                .push(joined.map_err(|e| Error::Broker(format!("publisher task failed: {e}")))??);
+        }
+        let last_publish = workers
+            .iter()
+            .filter_map(|w| w.last_publish)
+            .max()
+            .unwrap_or(start);
+        let publish_secs = last_publish.duration_since(start).as_secs_f64();
+
+        let ack_started = Instant::now();
+        let points_flushed = flush_all(&publishers, config.ack_timeout).await;
+        let ack_wait_secs = ack_started.elapsed().as_secs_f64();
+        let acked_now: Vec<u64> = workers.iter().map(Worker::acked).collect();
+        // Per connection: what it acknowledged since the starts, at most what it sent (a
+        // PUBACK repeated after a reconnect must not count a message twice).
+        let messages_acked: u64 = workers
+            .iter()
+            .zip(&acked_now)
+            .map(|(w, now)| now.saturating_sub(w.acked_before).min(w.sent))
+            .sum();
+
+        let mut ends = 0;
+        for w in &workers {
+            ends += publish_session_events(w, SessionState::End).await?;
+        }
+        let ends_flushed =
+            flush_all(&publishers, config.ack_timeout.min(Duration::from_secs(10))).await;
+        let ends_acked: u64 = if ends_flushed {
+            ends
+        } else {
+            workers
+                .iter()
+                .zip(&acked_now)
+                .map(|(w, before)| w.acked().saturating_sub(*before))
+                .sum::<u64>()
+                .min(ends)
+        };
+
+        let total = |f: fn(&PublisherStats) -> &AtomicU64| {
+            live.stats
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        let (reconnects, qos1_requested, qos1_acked) = (
+            total(|s| &s.reconnects),
+            total(|s| &s.requested),
+            total(|s| &s.acked),
+        );
+        let connections = publishers.len() as u32;
+        drop(workers);
+        for publisher in publishers {
+            if let Ok(publisher) = Arc::try_unwrap(publisher) {
+                publisher.disconnect().await;
+            }
+        }
+        forget_sessions(&config.mqtt_url, &run_id, connections).await;
+
+        let points_published = live.points_published();
+        let frame = u64::from(frame);
+        Ok(PublishOutcome {
+            connections,
+            messages_per_session: per_session,
+            messages_published: points_published / frame,
+            points_published,
+            messages_acked,
+            points_acked: messages_acked * frame,
+            session_events_published: starts + ends,
+            session_events_acked: starts + ends_acked,
+            publish_secs,
+            achieved_rate: if publish_secs > 0.0 {
+                points_published as f64 / publish_secs
+            } else {
+                0.0
+            },
+            all_acked: points_flushed && ends_flushed,
+            ack_wait_secs,
+            reconnects,
+            qos1_requested,
+            qos1_acked,
+        })
+    }
+}
+
+fn client_id(run_id: &str, connection: u32) -> String {
+    format!("loadtest-{run_id}-{connection}")
+}
+
 struct Slot {
-    n: u32,
     device_id: String,
     session: String,
     topic: String,
+    curve: SessionCurve,
 }
 
-/// Publishes the whole plan and waits for the broker's acknowledgements.
-pub async fn publish(plan: &Plan, config: &PublishConfig) -> Result<PublishOutcome, Error> {
-    let connections = config.connections.clamp(1, plan.sessions);
-    let mqtt_config = mqtt::Config {
-        url: config.mqtt_url.clone(),
-        ..Default::default()
-    };
-    mqtt_config.validate().map_err(Error::Config)?;
-
-    let mut publishers = Vec::with_capacity(connections as usize);
-    for c in 0..connections {
-        let client_id = format!("loadtest-{}-{c}", plan.run_id);
-        let publisher =
-            Publisher::connect(&mqtt_config, &client_id, config.connect_timeout).await?;
-        publishers.push(Arc::new(publisher));
-    }
-    let stats: Vec<Arc<PublisherStats>> = publishers.iter().map(|p| p.stats().clone()).collect();
-    let slots: Vec<Vec<Slot>> = (0..connections)
-        .map(|c| {
-            plan.sessions_of_connection(c, connections)
-                .into_iter()
-                .map(|n| Slot {
-                    n,
-                    device_id: plan.device_id(n),
-                    session: plan.session_id(n),
-                    topic: Topic::format(&plan.device_id(n), TopicKind::Telemetry),
-                })
-                .collect()
-        })
-        .collect();
-
-    // Starts are acknowledged before the clock starts, so that from here on every PUBACK
-    // counted belongs to a telemetry message.
-    let starts = publish_session_events(&publishers, &slots, SessionState::Start).await?;
-    if !flush_all(&publishers, config.ack_timeout).await {
-        return Err(Error::Broker(format!(
-            "the broker did not acknowledge the {starts} session start messages within {:?}",
-            config.ack_timeout
-        )));
-    }
-    let baseline: Vec<u64> = stats
-        .iter()
-        .map(|s| s.acked.load(Ordering::Relaxed))
-        .collect();
-
-    let published = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let _progress = config.progress_every.map(|every| {
-        AbortOnDrop(tokio::spawn(report_progress(
-            every,
-            start,
-            published.clone(),
-            stats.clone(),
-            baseline.iter().sum(),
-        )))
-    });
-
-    let mut workers = JoinSet::new();
-    for (publisher, slots) in publishers.iter().zip(slots.iter()) {
-        let worker = Worker {
-            publisher: publisher.clone(),
-            schedule: plan.schedule_for(slots.len() as u32),
-            slots: slots.clone(),
-            frame: plan.frame,
-            points_per_session: plan.points_per_session(),
-            published: published.clone(),
-        };
-        workers.spawn(worker.run(start));
-    }
-    let mut last_publish = start;
-    while let Some(joined) = workers.join_next().await {
-        // A failed connection ends the run: dropping `workers` aborts the others.
-        let finished =
-            joined.map_err(|e| Error::Broker(format!("publisher task failed: {e}")))??;
-        last_publish = last_publish.max(finished);
-    }
-    let publish_secs = last_publish.duration_since(start).as_secs_f64();
-
-    let ack_started = Instant::now();
-    let points_flushed = flush_all(&publishers, config.ack_timeout).await;
-    let ack_wait_secs = ack_started.elapsed().as_secs_f64();
-    let mut messages_acked = 0;
-    for ((s, base), slots) in stats.iter().zip(&baseline).zip(&slots) {
-        let sent_here = plan.messages_per_session * slots.len() as u64;
-        let acked_here = s.acked.load(Ordering::Relaxed).saturating_sub(*base);
-        // A PUBACK repeated after a reconnect must not count a message twice.
-        messages_acked += acked_here.min(sent_here);
-    }
-    let after_points: Vec<u64> = stats
-        .iter()
-        .map(|s| s.acked.load(Ordering::Relaxed))
-        .collect();
-
-    let ends = publish_session_events(&publishers, &slots, SessionState::End).await?;
-    let ends_flushed =
-        flush_all(&publishers, config.ack_timeout.min(Duration::from_secs(10))).await;
-    let ends_acked: u64 = if ends_flushed {
-        ends
-    } else {
-        stats
-            .iter()
-            .zip(&after_points)
-            .map(|(s, before)| s.acked.load(Ordering::Relaxed).saturating_sub(*before))
-            .sum::<u64>()
-            .min(ends)
-    };
-
-    let total = |f: fn(&PublisherStats) -> &AtomicU64| {
-        stats
-            .iter()
-            .map(|s| f(s).load(Ordering::Relaxed))
-            .sum::<u64>()
-    };
-    let (reconnects, qos1_requested, qos1_acked) = (
-        total(|s| &s.reconnects),
-        total(|s| &s.requested),
-        total(|s| &s.acked),
-    );
-    for publisher in publishers {
-        if let Ok(publisher) = Arc::try_unwrap(publisher) {
-            publisher.disconnect().await;
-        }
-    }
-    let client_ids: Vec<String> = (0..connections)
-        .map(|c| format!("loadtest-{}-{c}", plan.run_id))
-        .collect();
-    forget_sessions(&config.mqtt_url, &client_ids).await;
-
-    let points_published = published.load(Ordering::Relaxed);
-    let frame = u64::from(plan.frame);
-    Ok(PublishOutcome {
-        connections,
-        messages_published: points_published / frame,
-        points_published,
-        messages_acked,
-        points_acked: messages_acked * frame,
-        session_events_published: starts + ends,
-        session_events_acked: starts + ends_acked,
-        publish_secs,
-        achieved_rate: if publish_secs > 0.0 {
-            points_published as f64 / publish_secs
-        } else {
-            0.0
-        },
-        all_acked: points_flushed && ends_flushed,
-        ack_wait_secs,
-        reconnects,
-        qos1_requested,
-        qos1_acked,
-    })
-}
-
+/// One connection's sessions, published round-robin (one message each in turn), so that its
+/// sessions advance in lockstep and a session's seqs are published in order.
 struct Worker {
     publisher: Arc<Publisher>,
-    schedule: Schedule,
+    share: Share,
     slots: Vec<Slot>,
     frame: u32,
-    points_per_session: u64,
     published: Arc<AtomicU64>,
+    /// Messages published by this connection.
+    sent: u64,
+    last_publish: Option<Instant>,
+    /// PUBACKs received before the clock started (the session starts).
+    acked_before: u64,
 }
 
 impl Worker {
-    /// Publishes this connection's share; returns when its last point was handed to the client.
-    async fn run(self, start: Instant) -> Result<Instant, Error> {
-        let sessions = self.slots.len() as u64;
-        let frame = u64::from(self.frame);
+    fn acked(&self) -> u64 {
+        self.publisher.stats().acked.load(Ordering::Relaxed)
+    }
+
+    /// Publishes this connection's share until its total or `stop`.
+    async fn run(
+        mut self,
+        start: Instant,
+        pace: watch::Receiver<Segment>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Worker, Error> {
         // 1 ms ticks: fine enough that 10 000 points/s leave the client as a steady trickle of
         // ~10 per tick rather than bursts, coarse enough to cost nothing.
         let mut ticker = tokio::time::interval(Duration::from_millis(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut sent = 0u64;
-        let mut frame_points = Vec::with_capacity(self.frame as usize);
-        while sent < self.schedule.total {
+        while self.sent < self.share.total && !stop.load(Ordering::Relaxed) {
             ticker.tick().await;
-            let due = self.schedule.due(start.elapsed());
-            while sent < due {
-                // Round-robin over this connection's sessions, one message each in turn.
-                let slot = &self.slots[(sent % sessions) as usize];
-                let first_seq = (sent / sessions) * frame;
-                let ts_ms = model::now_ms();
-                frame_points.clear();
-                frame_points.extend((first_seq..first_seq + frame).map(|seq| Point {
-                    device_id: slot.device_id.clone(),
-                    session: slot.session.clone(),
-                    seq,
-                    ts_ms,
-                    channels: channels(seq as f64 / self.points_per_session as f64, slot.n),
-                    received_ms: 0,
-                }));
-                let payload = match frame_points.as_slice() {
-                    [one] => one.to_json(),
-                    many => Point::frame_json(many),
-                };
-                self.publisher
-                    .publish(slot.topic.clone(), QoS::AtLeastOnce, payload)
-                    .await?;
-                self.published.fetch_add(frame, Ordering::Relaxed);
-                sent += 1;
+            let segment = *pace.borrow();
+            let due = self.share.due(segment.points_due(start.elapsed()));
+            while self.sent < due {
+                self.publish_next().await?;
             }
         }
-        Ok(Instant::now())
+        Ok(self)
+    }
+
+    /// Publishes until every session of this connection has `per_session` messages.
+    async fn top_up(mut self, per_session: u64) -> Result<Worker, Error> {
+        let target = per_session * self.slots.len() as u64;
+        while self.sent < target {
+            self.publish_next().await?;
+        }
+        Ok(self)
+    }
+
+    async fn publish_next(&mut self) -> Result<(), Error> {
+        let sessions = self.slots.len() as u64;
+        let frame = u64::from(self.frame);
+        let slot = &mut self.slots[(self.sent % sessions) as usize];
+        let first_seq = (self.sent / sessions) * frame;
+        let ts_ms = model::now_ms();
+        let points: Vec<Point> = (first_seq..first_seq + frame)
+            .map(|seq| Point {
+                device_id: slot.device_id.clone(),
+                session: slot.session.clone(),
+                seq,
+                ts_ms,
+                channels: slot.curve.next_channels(),
+                received_ms: 0,
+            })
+            .collect();
+        let payload = match points.as_slice() {
+            [one] => one.to_json(),
+            many => Point::frame_json(many),
+        };
+        self.publisher
+            .publish(slot.topic.clone(), QoS::AtLeastOnce, payload)
+            .await?;
+        self.published.fetch_add(frame, Ordering::Relaxed);
+        self.sent += 1;
+        self.last_publish = Some(Instant::now());
+        Ok(())
     }
 }
 
-async fn publish_session_events(
-    publishers: &[Arc<Publisher>],
-    slots: &[Vec<Slot>],
-    state: SessionState,
-) -> Result<u64, Error> {
+async fn publish_session_events(worker: &Worker, state: SessionState) -> Result<u64, Error> {
     let mut count = 0;
-    for (publisher, slots) in publishers.iter().zip(slots) {
-        for slot in slots {
-            let mut metadata = serde_json::Map::new();
-            metadata.insert("source".into(), "loadtest".into());
-            let event = SessionEvent {
-                device_id: slot.device_id.clone(),
-                session: slot.session.clone(),
-                state,
-                ts_ms: model::now_ms(),
-                metadata,
-                received_ms: 0,
-            };
-            let topic = Topic::format(&slot.device_id, TopicKind::Session);
-            publisher
-                .publish(topic, QoS::AtLeastOnce, event.to_json())
-                .await?;
-            count += 1;
-        }
+    for slot in &worker.slots {
+        let mut metadata = slot.curve.metadata.clone();
+        metadata.insert("source".into(), "loadtest".into());
+        let event = SessionEvent {
+            device_id: slot.device_id.clone(),
+            session: slot.session.clone(),
+            state,
+            ts_ms: model::now_ms(),
+            metadata,
+            received_ms: 0,
+        };
+        let topic = Topic::format(&slot.device_id, TopicKind::Session);
+        worker
+            .publisher
+            .publish(topic, QoS::AtLeastOnce, event.to_json())
+            .await?;
+        count += 1;
     }
     Ok(count)
 }
 
-/// Removes the broker's sessions of these client ids: `mqtt::Publisher` keeps a persistent
+/// Removes the broker's sessions of the run's client ids: `mqtt::Publisher` keeps a persistent
 /// session (right for devices), and the project's broker never expires sessions, so every run
 /// would otherwise leave its connections' sessions on the broker for good.
-async fn forget_sessions(url: &str, client_ids: &[String]) {
+async fn forget_sessions(url: &str, run_id: &str, connections: u32) {
     let config = mqtt::Config {
         url: url.to_owned(),
         ..mqtt::Config::default()
     };
-    for id in client_ids {
-        mqtt::forget_session(&config, id, Duration::from_secs(5)).await;
+    for c in 0..connections {
+        mqtt::forget_session(&config, &client_id(run_id, c), Duration::from_secs(5)).await;
     }
 }
 
@@ -316,41 +464,4 @@ async fn flush_all(publishers: &[Arc<Publisher>], timeout: Duration) -> bool {
         all &= publisher.flush(left).await;
     }
     all
-}
-
-/// Stops the progress lines however `publish` ends, error included.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn report_progress(
-    every: Duration,
-    start: Instant,
-    published: Arc<AtomicU64>,
-    stats: Vec<Arc<PublisherStats>>,
-    acked_before: u64,
-) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let mut last = 0u64;
-    loop {
-        ticker.tick().await;
-        let now = published.load(Ordering::Relaxed);
-        let acked = stats
-            .iter()
-            .map(|s| s.acked.load(Ordering::Relaxed))
-            .sum::<u64>()
-            .saturating_sub(acked_before);
-        let elapsed = start.elapsed().as_secs_f64();
-        let _ = writeln!(
-            std::io::stderr(),
-            "[loadtest] {elapsed:6.1} s  published {now} points ({:.0}/s now, {:.0}/s overall), {acked} messages acked",
-            (now - last) as f64 / every.as_secs_f64(),
-            now as f64 / elapsed.max(1e-9),
-        );
-        last = now;
-    }
 }

@@ -1,12 +1,19 @@
-//! The harness against real servers: verification on a fresh PostgreSQL database, and tiny
+//! The harness against real servers: verification on a fresh PostgreSQL database; tiny
 //! end-to-end runs through the shared Mosquitto into a stand-in for ingestion that this test
-//! controls, so that the harness is seen to report exactly the losses and duplicates made.
+//! controls, so that the harness is seen to report exactly the losses and duplicates made; and
+//! a short run against the real ingestion ([`real_ingestion`]).
 #![allow(clippy::unwrap_used)] // In tests a panic is the assertion.
 
+mod real_ingestion;
+
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use base64::Engine as _;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
 
 use loadtest::plan::{device_id, new_run_id, session_id};
 use loadtest::report::LatencyReport;
@@ -185,9 +192,11 @@ async fn a_complete_run_stops_waiting_as_soon_as_everything_is_stored() {
 }
 
 /// A stand-in for ingestion: subscribes to the run's devices, decodes with the device contract
-/// and stores each point, except those in `skip`; those in `twice` are stored twice.
+/// and stores each point, except those in `skip`; those in `twice` are stored twice. Each
+/// stored point is recorded with a publish→commit latency of exactly 3.5 ms.
 struct FakeIngestion {
     committed: Arc<AtomicU64>,
+    latency: Arc<Mutex<Histogram<u64>>>,
     session_events: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -221,10 +230,14 @@ async fn fake_ingestion(
         }
     }
     let committed = Arc::new(AtomicU64::new(0));
+    let latency = Arc::new(Mutex::new(
+        Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap(),
+    ));
     let session_events = Arc::new(AtomicU64::new(0));
     let prefix = format!("lt-{run}-");
     let task = tokio::spawn({
         let (committed, session_events) = (committed.clone(), session_events.clone());
+        let latency = latency.clone();
         async move {
             let _client = client; // Dropping it would end the event loop.
             while let Ok(event) = eventloop.poll().await {
@@ -257,6 +270,7 @@ async fn fake_ingestion(
                     if twice.contains(&(n, p.seq)) {
                         store(&pool, &p.device_id, &p.session, p.seq, p.ts_ms + 1, bt).await;
                     }
+                    latency.lock().unwrap().record(3500).unwrap();
                     committed.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -264,33 +278,54 @@ async fn fake_ingestion(
     });
     FakeIngestion {
         committed,
+        latency,
         session_events,
         task,
     }
 }
 
-/// Serves ingestion's `/stats` with the given latency and the stand-in's commit count.
-async fn fake_stats(committed: Arc<AtomicU64>, p95_ms: f64) -> String {
+/// Serves what the harness reads of ingestion: `/stats` (the stand-in's commit count),
+/// `/stats/latency` (its histogram) and `/metrics` (a process using 0.1 CPU s per request).
+async fn fake_api(fake: &FakeIngestion) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let (committed, latency) = (fake.committed.clone(), fake.latency.clone());
     tokio::spawn(async move {
+        let mut cpu = 0.0;
         loop {
             let (mut socket, _) = listener.accept().await.unwrap();
             let mut request = [0u8; 4096];
-            let _ = socket.read(&mut request).await.unwrap();
-            let n = committed.load(Ordering::Relaxed);
-            let latency = if n == 0 {
-                r#"{"count":0,"p50_ms":0,"p95_ms":0,"p99_ms":0,"max_ms":0}"#.to_owned()
-            } else {
-                format!(
-                    r#"{{"count":{n},"p50_ms":1.25,"p95_ms":{p95_ms},"p99_ms":6.5,"max_ms":12.0}}"#
-                )
+            let n = socket.read(&mut request).await.unwrap();
+            let request = String::from_utf8_lossy(&request[..n]).into_owned();
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let body = match path.as_str() {
+                "/stats" => format!(
+                    r#"{{"uptime_s":3,"pipeline":{{"points_committed":{},"publish_to_commit":{{"count":0,"p50_ms":0,"p95_ms":0,"p99_ms":0,"max_ms":0}},"receive_to_commit":{{"count":0,"p50_ms":0,"p95_ms":0,"p99_ms":0,"max_ms":0}}}}}}"#,
+                    committed.load(Ordering::Relaxed)
+                ),
+                "/stats/latency" => {
+                    let encode = |h: &Histogram<u64>| {
+                        let mut buf = Vec::new();
+                        V2DeflateSerializer::new().serialize(h, &mut buf).unwrap();
+                        base64::engine::general_purpose::STANDARD.encode(buf)
+                    };
+                    let h = latency.lock().unwrap().clone();
+                    format!(
+                        r#"{{"unit":"us","publish_to_commit":"{}","receive_to_commit":"{}"}}"#,
+                        encode(&h),
+                        encode(&h)
+                    )
+                }
+                "/metrics" => {
+                    cpu += 0.1;
+                    format!(
+                        "process_cpu_seconds_total {cpu}\nprocess_resident_memory_bytes 10485760\n"
+                    )
+                }
+                _ => String::new(),
             };
-            let body = format!(
-                r#"{{"uptime_s":3,"pipeline":{{"points_committed":{n},"publish_to_commit":{latency},"receive_to_commit":{latency}}}}}"#
-            );
             let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
             socket.write_all(response.as_bytes()).await.unwrap();
@@ -309,7 +344,7 @@ fn tiny_run(db: &TestDatabase, run: &str, rate: u64, duration: Duration, frame: 
     config.connections = 2;
     config.ack_timeout = Duration::from_secs(10);
     config.verify = quick();
-    config.progress_every = None;
+    config.progress = false;
     config
 }
 
@@ -392,11 +427,11 @@ async fn a_clean_run_in_frames_passes_with_ingestions_latency() {
     let (db, pool) = database().await;
     let run = new_run_id();
     let fake = fake_ingestion(&run, 2, pool, HashSet::new(), HashSet::new()).await;
-    let stats = fake_stats(fake.committed.clone(), 3.5).await;
+    let api = fake_api(&fake).await;
 
     // 2 sessions × 50 frames of 5 points at 500 points/s.
     let mut config = tiny_run(&db, &run, 500, Duration::from_secs(1), 5);
-    config.ingestion = Some(stats);
+    config.ingestion = Some(api);
     let report = loadtest::run(&config).await.unwrap();
     let text = report.render();
     let (p, t) = (&report.publish, &report.verification.tally);
@@ -411,18 +446,25 @@ async fn a_clean_run_in_frames_passes_with_ingestions_latency() {
     );
     assert_eq!(report.verification.settled, Settled::Complete);
     let LatencyReport::Available {
-        after,
-        points_committed_delta,
-        fresh,
+        publish_to_commit,
+        points_committed,
         ..
     } = &report.latency
     else {
         panic!("latency should be available: {text}");
     };
-    assert_eq!(after.publish_to_commit.p95_ms, 3.5);
-    assert_eq!(*points_committed_delta, Some(500));
-    assert!(*fresh);
+    // Exactly the stand-in's histogram: 500 points of 3.5 ms (3.501: HDR's bucket bound).
+    assert_eq!(publish_to_commit.count, 500);
+    assert_eq!(publish_to_commit.p95_ms, 3.501);
+    assert_eq!(*points_committed, Some(500));
     assert!(text.contains("p95 3.50 ms"), "{text}");
+    assert!(
+        matches!(
+            report.process,
+            loadtest::monitor::ProcessReport::Available { .. }
+        ),
+        "{text}"
+    );
     // The achieved rate depends on this machine's timers; everything else must pass.
     assert!(p.achieved_rate > 250.0, "{text}");
     for c in &report.criteria {

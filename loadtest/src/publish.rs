@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Error;
+use crate::ingestion::Latency;
 use crate::plan::{Segment, Share, device_id, session_id};
 use crate::source::{SessionCurve, Source};
 
@@ -52,6 +53,8 @@ pub struct PublishOutcome {
     pub all_acked: bool,
     /// From the last point published until the broker had acknowledged them all (or gave up).
     pub ack_wait_secs: f64,
+    /// For every telemetry message: from writing it to the network to the broker's PUBACK.
+    pub broker_ack: Latency,
     pub reconnects: u64,
     /// The publishers' own totals over the run, session events included.
     pub qos1_requested: u64,
@@ -92,6 +95,8 @@ pub struct Fleet {
     workers: Vec<Worker>,
     live: Live,
     starts: u64,
+    /// Each publisher's publish-to-PUBACK histogram when the run's clock started.
+    ack_latency_before: Vec<hdrhistogram::Histogram<u64>>,
 }
 
 impl Fleet {
@@ -159,6 +164,7 @@ impl Fleet {
             workers,
             live,
             starts: 0,
+            ack_latency_before: Vec::new(),
         })
     }
 
@@ -180,6 +186,11 @@ impl Fleet {
             w.acked_before = w.acked();
         }
         self.live.acked_before = self.workers.iter().map(|w| w.acked_before).sum();
+        self.ack_latency_before = self
+            .publishers
+            .iter()
+            .map(|p| p.stats().ack_latency())
+            .collect();
         Ok(())
     }
 
@@ -219,6 +230,7 @@ impl Fleet {
             workers,
             live,
             starts,
+            ack_latency_before,
         } = self;
         let mut tasks = JoinSet::new();
         for w in workers {
@@ -255,6 +267,7 @@ impl Fleet {
         let ack_started = Instant::now();
         let points_flushed = flush_all(&publishers, config.ack_timeout).await;
         let ack_wait_secs = ack_started.elapsed().as_secs_f64();
+        let broker_ack = broker_ack_latency(&publishers, &ack_latency_before);
         let acked_now: Vec<u64> = workers.iter().map(Worker::acked).collect();
         // Per connection: what it acknowledged since the starts, at most what it sent (a
         // PUBACK repeated after a reconnect must not count a message twice).
@@ -320,11 +333,35 @@ impl Fleet {
             },
             all_acked: points_flushed && ends_flushed,
             ack_wait_secs,
+            broker_ack,
             reconnects,
             qos1_requested,
             qos1_acked,
         })
     }
+}
+
+/// Publish-to-PUBACK latency of every telemetry message of the run: each publisher's
+/// histogram now minus when the clock started, summed over publishers.
+fn broker_ack_latency(
+    publishers: &[Arc<Publisher>],
+    before: &[hdrhistogram::Histogram<u64>],
+) -> Latency {
+    let mut total: Option<hdrhistogram::Histogram<u64>> = None;
+    for (i, publisher) in publishers.iter().enumerate() {
+        let mut h = publisher.stats().ack_latency();
+        if let Some(b) = before.get(i) {
+            // Cannot fail: a later snapshot of the same histogram holds every earlier count.
+            let _ = h.subtract(b);
+        }
+        match &mut total {
+            Some(t) => {
+                let _ = t.add(&h);
+            }
+            None => total = Some(h),
+        }
+    }
+    total.as_ref().and_then(Latency::of).unwrap_or_default()
 }
 
 fn client_id(run_id: &str, connection: u32) -> String {

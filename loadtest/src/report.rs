@@ -249,6 +249,14 @@ impl Report {
             "  points        published {}, acked by broker {}, stored {} (distinct; {} rows)",
             p.points_published, p.points_acked, v.stored_distinct, v.stored_rows
         );
+        if p.broker_ack.count > 0 {
+            let a = &p.broker_ack;
+            let _ = writeln!(
+                out,
+                "  publish→broker ack   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (n={}, every telemetry message)",
+                a.p50_ms, a.p95_ms, a.p99_ms, a.max_ms, a.count
+            );
+        }
         let _ = writeln!(out, "  lost          {}", v.lost);
         let _ = writeln!(out, "  duplicated    {}", v.duplicated);
         if v.sessions_without_rows > 0 {
@@ -566,6 +574,7 @@ pub(crate) mod tests {
             achieved_rate: rate,
             all_acked: true,
             ack_wait_secs: 0.01,
+            broker_ack: Latency::default(),
             reconnects: 0,
             qos1_requested: 1004,
             qos1_acked: 1004,

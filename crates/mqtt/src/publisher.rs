@@ -1,15 +1,16 @@
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use hdrhistogram::Histogram;
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use tokio::task::JoinHandle;
 
 use crate::{Config, MqttError};
 
 /// Counts of one publisher, for harnesses and tests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PublisherStats {
     /// QoS 1 publishes requested.
     pub requested: AtomicU64,
@@ -17,11 +18,37 @@ pub struct PublisherStats {
     pub acked: AtomicU64,
     pub reconnects: AtomicU64,
     connected: AtomicBool,
+    /// For every QoS 1 publish: from writing it to the network to the broker's PUBACK, in µs.
+    ack_latency: Mutex<Histogram<u64>>,
+}
+
+impl Default for PublisherStats {
+    fn default() -> Self {
+        PublisherStats {
+            requested: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            ack_latency: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                    .expect("constant histogram bounds are valid"),
+            ),
+        }
+    }
 }
 
 impl PublisherStats {
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    /// Publish-to-PUBACK time of every acknowledged publish so far (µs). A harness takes one
+    /// before and one after a run and subtracts them.
+    pub fn ack_latency(&self) -> Histogram<u64> {
+        self.ack_latency
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 }
 
@@ -75,17 +102,29 @@ impl Publisher {
 
         let task_stats = stats.clone();
         let task = tokio::spawn(async move {
+            // When each in-flight packet id went out, to time its PUBACK. A retransmission
+            // after a reconnect restarts the clock of its packet id.
+            let mut sent: Vec<Option<Instant>> = vec![None; usize::from(u16::MAX) + 1];
             loop {
                 match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                        sent[usize::from(pkid)] = Some(Instant::now());
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         task_stats.acked.fetch_add(1, Ordering::Relaxed);
+                        if let Some(at) = sent[usize::from(ack.pkid)].take()
+                            && let Ok(mut h) = task_stats.ack_latency.lock()
+                        {
+                            let us = at.elapsed().as_micros().clamp(1, 3_600_000_000) as u64;
+                            let _ = h.record(us);
+                        }
                     }
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         task_stats.connected.store(true, Ordering::Release);
                         task_stats.reconnects.fetch_add(1, Ordering::Relaxed);
                         backoff.reset();
                     }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                     Ok(_) => {}
                     Err(rumqttc::ConnectionError::RequestsDone) => break,
                     Err(error) => {

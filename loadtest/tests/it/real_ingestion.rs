@@ -99,6 +99,12 @@ async fn a_short_run_against_the_real_ingestion_loses_and_duplicates_nothing() {
     assert_eq!(p.points_published, 15_000, "{text}");
     assert!(p.all_acked, "{text}");
     assert_eq!(p.points_acked, 15_000, "{text}");
+    // Every telemetry message's publish-to-PUBACK time was recorded (frames of 1 point here).
+    assert_eq!(p.broker_ack.count, 15_000, "{text}");
+    assert!(
+        p.broker_ack.p50_ms > 0.0 && p.broker_ack.p50_ms <= p.broker_ack.max_ms,
+        "{text}"
+    );
     assert_eq!((t.expected, t.stored_distinct), (15_000, 15_000), "{text}");
     assert_eq!(t.lost, 0, "{text}");
     assert_eq!(t.duplicated, 0, "{text}");

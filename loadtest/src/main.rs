@@ -33,7 +33,8 @@ struct RunArgs {
         default_value = "mqtt://127.0.0.1:1883"
     )]
     mqtt: String,
-    /// The PostgreSQL database ingestion writes to.
+    /// The database ingestion writes to: postgres://… or, for an embedded deployment,
+    /// sqlite://<path to ingestion.db> (read-only).
     #[arg(
         long,
         env = "SIMCORP_LOADTEST_POSTGRES",
@@ -126,7 +127,8 @@ struct RampArgs {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// The PostgreSQL database ingestion writes to.
+    /// The database ingestion writes to: postgres://… or, for an embedded deployment,
+    /// sqlite://<path to ingestion.db> (read-only).
     #[arg(
         long,
         env = "SIMCORP_LOADTEST_POSTGRES",

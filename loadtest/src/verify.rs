@@ -10,8 +10,9 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
 
 use crate::Error;
 use crate::plan::{device_id, device_pattern, session_id};
@@ -164,26 +165,68 @@ pub struct Verification {
     pub complete_expectation: bool,
 }
 
-pub async fn connect(url: &str) -> Result<PgPool, Error> {
-    Ok(PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await?)
+/// The store ingestion writes to: PostgreSQL, or the SQLite file of an embedded deployment
+/// (`simcorp up` without `--postgres`), read-only.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Database {
+    pub async fn close(&self) {
+        match self {
+            Database::Postgres(pool) => pool.close().await,
+            Database::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+/// `postgres://…` or `sqlite://<path>` (e.g. `sqlite://data/ingestion.db`).
+pub async fn connect(url: &str) -> Result<Database, Error> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        // Read-only: the harness must never be a second writer beside ingestion's own.
+        let options = SqliteConnectOptions::new().filename(path).read_only(true);
+        return Ok(Database::Sqlite(
+            SqlitePoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?,
+        ));
+    }
+    Ok(Database::Postgres(
+        PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?,
+    ))
 }
 
 /// Rows of this run stored so far (duplicates included).
-pub async fn stored_rows(pool: &PgPool, run_id: &str) -> Result<u64, Error> {
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM telemetry WHERE device_id LIKE $1")
-        .bind(device_pattern(run_id))
-        .fetch_one(pool)
-        .await?;
+pub async fn stored_rows(db: &Database, run_id: &str) -> Result<u64, Error> {
+    const SQL: &str = "SELECT count(*) FROM telemetry WHERE device_id LIKE $1";
+    let n: i64 = match db {
+        Database::Postgres(pool) => {
+            sqlx::query_scalar(SQL)
+                .bind(device_pattern(run_id))
+                .fetch_one(pool)
+                .await?
+        }
+        Database::Sqlite(pool) => {
+            sqlx::query_scalar(SQL)
+                .bind(device_pattern(run_id))
+                .fetch_one(pool)
+                .await?
+        }
+    };
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Waits for ingestion to finish storing the run, then counts losses and duplicates.
 pub async fn verify(
-    pool: &PgPool,
+    pool: &Database,
     expected: &Expected,
     config: &VerifyConfig,
 ) -> Result<Verification, Error> {
@@ -247,23 +290,35 @@ pub async fn verify(
 }
 
 pub async fn session_counts(
-    pool: &PgPool,
+    db: &Database,
     expected: &Expected,
 ) -> Result<Vec<SessionCount>, Error> {
     let below = expected
         .points_per_session
         .and_then(|n| i64::try_from(n).ok())
         .unwrap_or(i64::MAX);
-    let rows: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT device_id, session, count(*), count(DISTINCT seq),
+    // Portable SQL: both stores have the same table and columns (migrations/).
+    const SQL: &str = "SELECT device_id, session, count(*), count(DISTINCT seq),
                 count(DISTINCT seq) FILTER (WHERE seq < $2), max(seq)
          FROM telemetry WHERE device_id LIKE $1
-         GROUP BY device_id, session",
-    )
-    .bind(device_pattern(&expected.run_id))
-    .bind(below)
-    .fetch_all(pool)
-    .await?;
+         GROUP BY device_id, session";
+    let pattern = device_pattern(&expected.run_id);
+    let rows: Vec<(String, String, i64, i64, i64, i64)> = match db {
+        Database::Postgres(pool) => {
+            sqlx::query_as(SQL)
+                .bind(pattern)
+                .bind(below)
+                .fetch_all(pool)
+                .await?
+        }
+        Database::Sqlite(pool) => {
+            sqlx::query_as(SQL)
+                .bind(pattern)
+                .bind(below)
+                .fetch_all(pool)
+                .await?
+        }
+    };
     let count = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(rows
         .into_iter()
@@ -283,7 +338,7 @@ pub async fn session_counts(
 const EXAMPLES: i64 = 10;
 
 async fn missing_examples(
-    pool: &PgPool,
+    db: &Database,
     expected: &Expected,
     counts: &[SessionCount],
 ) -> Result<Vec<String>, Error> {
@@ -313,6 +368,12 @@ async fn missing_examples(
             }
         }
     }
+    let pool = match db {
+        Database::Postgres(pool) => pool,
+        Database::Sqlite(pool) => {
+            return sqlite_missing_examples(pool, &devices, &sessions, &sizes).await;
+        }
+    };
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT d.device_id, d.session, g.seq
          FROM unnest($1::text[], $2::text[], $3::int8[]) AS d(device_id, session, n)
@@ -336,17 +397,57 @@ async fn missing_examples(
     Ok(out)
 }
 
-async fn duplicate_examples(pool: &PgPool, run_id: &str) -> Result<Vec<String>, Error> {
-    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT device_id, session, seq, count(*)
+/// SQLite has no `generate_series`/`unnest`: the gaps of each session are found here, one
+/// session at a time, until enough examples are found.
+async fn sqlite_missing_examples(
+    pool: &SqlitePool,
+    devices: &[String],
+    sessions: &[String],
+    sizes: &[i64],
+) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for ((device, session), size) in devices.iter().zip(sessions).zip(sizes) {
+        let seqs: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT seq FROM telemetry WHERE device_id = $1 AND session = $2 ORDER BY seq",
+        )
+        .bind(device)
+        .bind(session)
+        .fetch_all(pool)
+        .await?;
+        let present: std::collections::HashSet<i64> = seqs.into_iter().collect();
+        for seq in (0..*size).filter(|s| !present.contains(s)) {
+            out.push(format!("{device}/{session}#{seq}"));
+            if out.len() as i64 >= EXAMPLES {
+                out.sort();
+                return Ok(out);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+async fn duplicate_examples(db: &Database, run_id: &str) -> Result<Vec<String>, Error> {
+    const SQL: &str = "SELECT device_id, session, seq, count(*)
          FROM telemetry WHERE device_id LIKE $1
          GROUP BY device_id, session, seq HAVING count(*) > 1
-         ORDER BY device_id, session, seq LIMIT $2",
-    )
-    .bind(device_pattern(run_id))
-    .bind(EXAMPLES)
-    .fetch_all(pool)
-    .await?;
+         ORDER BY device_id, session, seq LIMIT $2";
+    let rows: Vec<(String, String, i64, i64)> = match db {
+        Database::Postgres(pool) => {
+            sqlx::query_as(SQL)
+                .bind(device_pattern(run_id))
+                .bind(EXAMPLES)
+                .fetch_all(pool)
+                .await?
+        }
+        Database::Sqlite(pool) => {
+            sqlx::query_as(SQL)
+                .bind(device_pattern(run_id))
+                .bind(EXAMPLES)
+                .fetch_all(pool)
+                .await?
+        }
+    };
     Ok(rows
         .into_iter()
         .map(|(d, s, seq, n)| format!("{d}/{s}#{seq} ×{n}"))

@@ -31,7 +31,7 @@ async fn database() -> (TestDatabase, PgPool) {
         .migrate()
         .await
         .unwrap();
-    let pool = loadtest::verify::connect(&db.url).await.unwrap();
+    let pool = PgPool::connect(&db.url).await.unwrap();
     (db, pool)
 }
 
@@ -111,7 +111,8 @@ async fn verification_counts_lost_and_duplicated_points() {
         sessions: Some(2),
         points_per_session: Some(50),
     };
-    let v = loadtest::verify::verify(&pool, &expected, &quick())
+    let verifier = loadtest::verify::Database::Postgres(pool.clone());
+    let v = loadtest::verify::verify(&verifier, &expected, &quick())
         .await
         .unwrap();
     let t = v.tally;
@@ -183,7 +184,8 @@ async fn a_complete_run_stops_waiting_as_soon_as_everything_is_stored() {
         settle: Duration::from_secs(30),
         ..quick()
     };
-    let v = loadtest::verify::verify(&pool, &expected, &config)
+    let verifier = loadtest::verify::Database::Postgres(pool.clone());
+    let v = loadtest::verify::verify(&verifier, &expected, &config)
         .await
         .unwrap();
     assert_eq!(v.settled, Settled::Complete);
@@ -471,4 +473,67 @@ async fn a_clean_run_in_frames_passes_with_ingestions_latency() {
         assert!(c.pass || c.name == "achieved publish rate", "{text}");
     }
     fake.task.abort();
+}
+
+/// The embedded deployment (`simcorp up` without PostgreSQL) is verified in its SQLite file,
+/// written here by the store itself, with the same verdicts.
+#[tokio::test]
+async fn verification_reads_the_embedded_sqlite_store_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ingestion.db");
+    let sqlite = store::SqliteStore::open(&path, &store::SqliteConfig::default())
+        .await
+        .unwrap();
+    let run = new_run_id();
+    let now = model::now_ms();
+    let point = |n: u32, seq: u64, ts_ms: i64| model::Point {
+        device_id: device_id(&run, n),
+        session: session_id(&run, n),
+        seq,
+        ts_ms,
+        channels: model::Channels {
+            bt: Some(100.0),
+            ..model::Channels::default()
+        },
+        received_ms: now,
+    };
+    let mut batch = model::Batch::default();
+    for n in 0..2u32 {
+        for seq in 0..50u64 {
+            if (n, seq) == (0, 7) || (n, seq) == (1, 30) {
+                continue;
+            }
+            batch.points.push(point(n, seq, now));
+            if (n, seq) == (0, 10) {
+                // The same identity with another ts: a second row (the key includes ts).
+                batch.points.push(point(n, seq, now + 1));
+            }
+        }
+    }
+    sqlite.write(&batch).await.unwrap();
+
+    let db = loadtest::verify::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let expected = Expected {
+        run_id: run.clone(),
+        sessions: Some(2),
+        points_per_session: Some(50),
+    };
+    let v = loadtest::verify::verify(&db, &expected, &quick())
+        .await
+        .unwrap();
+    let t = v.tally;
+    assert_eq!((t.expected, t.lost, t.duplicated), (100, 2, 1), "{v:?}");
+    assert_eq!(
+        v.missing_examples,
+        vec![
+            format!("lt-{run}-0/{run}-s0#7"),
+            format!("lt-{run}-1/{run}-s1#30")
+        ]
+    );
+    assert_eq!(
+        v.duplicate_examples,
+        vec![format!("lt-{run}-0/{run}-s0#10 ×2")]
+    );
 }

@@ -198,7 +198,12 @@ impl Stats {
     pub fn encoded(&self) -> Option<EncodedLatency> {
         use base64::Engine as _;
         use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
-        let lat = self.latency.lock().ok()?;
+        // Copy under the lock, compress outside it: the commit path records into these
+        // histograms, and a harness asks for them every second.
+        let (publish, receive) = {
+            let lat = self.latency.lock().ok()?;
+            (lat.publish_to_commit.clone(), lat.receive_to_commit.clone())
+        };
         let encode = |h: &Histogram<u64>| {
             let mut buf = Vec::new();
             V2DeflateSerializer::new().serialize(h, &mut buf).ok()?;
@@ -206,8 +211,8 @@ impl Stats {
         };
         Some(EncodedLatency {
             unit: "us",
-            publish_to_commit: encode(&lat.publish_to_commit)?,
-            receive_to_commit: encode(&lat.receive_to_commit)?,
+            publish_to_commit: encode(&publish)?,
+            receive_to_commit: encode(&receive)?,
         })
     }
 

@@ -19,7 +19,13 @@ pub(crate) struct Cli {
 enum Command {
     /// Run the whole platform in this process (embedded broker, SQLite, in-process cache
     /// unless real servers are given).
-    Up(Options),
+    Up {
+        #[command(flatten)]
+        options: Options,
+        /// Do not start the three simulated roasters (e.g. to measure with the load harness).
+        #[arg(long)]
+        no_fleet: bool,
+    },
     /// Run one service, as a container would.
     Serve {
         #[arg(value_enum)]
@@ -102,7 +108,7 @@ impl Options {
 impl Cli {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Up(options) => crate::up::run(options.sources()).await,
+            Command::Up { options, no_fleet } => crate::up::run(options.sources(), !no_fleet).await,
             Command::Serve {
                 service: Service::Ingestion,
                 options,

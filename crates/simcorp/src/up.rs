@@ -64,18 +64,21 @@ pub(crate) async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpList
         .with_context(|| format!("binding {what} to {addr}"))
 }
 
-pub(crate) async fn run(sources: Sources) -> anyhow::Result<()> {
+pub(crate) async fn run(sources: Sources, fleet: bool) -> anyhow::Result<()> {
     // A developer's defaults: local addresses, readable logs, a few live roasters.
-    let fleet = Value::serialize(sim_publisher::FleetSpec::default())
-        .context("serializing the default fleet")?;
+    let mut defaults: Vec<(String, Value)> = vec![
+        ("ingestion.http_addr".into(), "127.0.0.1:4001".into()),
+        ("sim_twin.http_addr".into(), "127.0.0.1:4002".into()),
+        ("sim_publisher.http_addr".into(), "127.0.0.1:4003".into()),
+        ("log.format".into(), "text".into()),
+    ];
+    if fleet {
+        let spec = Value::serialize(sim_publisher::FleetSpec::default())
+            .context("serializing the default fleet")?;
+        defaults.push(("sim_publisher.default_fleet".into(), spec));
+    }
     let sources = Sources {
-        defaults: vec![
-            ("ingestion.http_addr".into(), "127.0.0.1:4001".into()),
-            ("sim_twin.http_addr".into(), "127.0.0.1:4002".into()),
-            ("sim_publisher.http_addr".into(), "127.0.0.1:4003".into()),
-            ("sim_publisher.default_fleet".into(), fleet),
-            ("log.format".into(), "text".into()),
-        ],
+        defaults,
         ..sources
     };
     let mut ingestion_config = ingestion::Config::load(&sources)?;
@@ -239,7 +242,7 @@ fn print_banner(
          \n  MQTT broker    {mqtt}\
          \n  ingestion API  http://{http}   /sessions /stats /health /ready /metrics\
          \n  sim-twin       http://{twin}   POST /simulate, GET /profiles\
-         \n  sim-publisher  http://{sim}   /fleets  (3 simulated roasters, real time)\
+         \n  sim-publisher  http://{sim}   /fleets  (3 simulated roasters unless --no-fleet)\
          \n  store          {store}\
          \n  cache          {cache}\
          \n\

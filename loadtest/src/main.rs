@@ -14,6 +14,15 @@ use loadtest::{RampConfig, RunConfig, Source, Verdict, parse_duration, verify};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Worker threads of the harness's runtime (0: one per core). On a machine it shares with
+    /// the system under test, 1 keeps its own scheduling out of the latency it measures.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 0,
+        env = "LOADTEST_WORKER_THREADS"
+    )]
+    worker_threads: usize,
 }
 
 #[derive(Subcommand)]
@@ -162,10 +171,10 @@ struct CheckArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = kit::runtime::RuntimeConfig {
+        worker_threads: cli.worker_threads,
+    };
+    let runtime = match runtime.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("loadtest: cannot start the runtime: {e}");

@@ -24,6 +24,7 @@ pub const ENV_PREFIX: &str = "SIMCORP_";
 /// service at all is a typo, and is reported as one.
 pub const PLATFORM_SECTIONS: &[&str] = &[
     "log",
+    "runtime",
     "mqtt",
     "postgres",
     "sqlite",

@@ -8,6 +8,7 @@
 //!   [`http::Readiness`] checks), `GET /metrics` (Prometheus text) — plus serving with a request
 //!   timeout and graceful shutdown, and [`http::ApiError`], the one error type of all JSON APIs.
 //! - [`metrics`]: the process-wide Prometheus recorder and rendering of HDR histograms.
+//! - [`runtime`]: the Tokio runtime, sized by `[runtime] worker_threads`.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
 //!
 //! Not here: anything about MQTT, storage or a particular service's API.
@@ -16,4 +17,5 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod runtime;
 pub mod shutdown;

@@ -106,6 +106,14 @@ impl Options {
 }
 
 impl Cli {
+    /// Where the chosen command's configuration comes from.
+    pub(crate) fn sources(&self) -> Sources {
+        match &self.command {
+            Command::Up { options, .. } | Command::Serve { options, .. } => options.sources(),
+            Command::Migrate(options) => options.sources(),
+        }
+    }
+
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Up { options, no_fleet } => crate::up::run(options.sources(), !no_fleet).await,

@@ -13,9 +13,14 @@
 mod cli;
 mod up;
 
+use anyhow::Context as _;
 use clap::Parser as _;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    cli::Cli::parse().run().await
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    // Sized before anything runs on it, from the same file/environment/flags as the services.
+    let runtime = kit::runtime::RuntimeConfig::load(&cli.sources())?
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(cli.run())
 }

@@ -2,9 +2,16 @@
 
 use anyhow::Context as _;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = sim_publisher::Config::load(&kit::config::Sources::default())?;
+fn main() -> anyhow::Result<()> {
+    let sources = kit::config::Sources::default();
+    let runtime = kit::runtime::RuntimeConfig::load(&sources)?
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(sources))
+}
+
+async fn serve(sources: kit::config::Sources) -> anyhow::Result<()> {
+    let config = sim_publisher::Config::load(&sources)?;
     kit::logging::init(&config.log);
     let addr = config.sim_publisher.http_addr;
     let listener = tokio::net::TcpListener::bind(addr)

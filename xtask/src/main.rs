@@ -1,10 +1,11 @@
 //! simcorp's project tasks, run as `cargo xtask <task>` (an alias in `.cargo/config.toml`).
 //!
 //! `cargo xtask test` is the one test command, for people and for CI (`.ci/run`): servers up,
-//! formatting, clippy, then the whole test suite.
+//! formatting, clippy, the whole test suite, then a short fuzzing run of every fuzz target.
 
 mod clean_dbs;
 mod cmd;
+mod fuzz;
 mod servers;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,17 @@ enum Task {
     Servers,
     /// Drops `simcorp_test_*` databases left behind by killed test runs.
     CleanTestDbs(CleanArgs),
+    /// Runs the fuzz targets in `fuzz/` (installs cargo-fuzz if needed).
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Debug, Args)]
+struct FuzzArgs {
+    /// Seconds per target.
+    #[arg(long, default_value_t = 300)]
+    seconds: u64,
+    /// Targets to run (default: all).
+    targets: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +55,12 @@ struct TestArgs {
     /// Do not check, install or start the servers.
     #[arg(long)]
     no_servers: bool,
+    /// Skip the short fuzzing run after the tests.
+    #[arg(long)]
+    no_fuzz: bool,
+    /// Seconds each fuzz target runs for after the tests.
+    #[arg(long, default_value_t = 20)]
+    fuzz_seconds: u64,
     /// Passed to the test runner, after `--` (e.g. `-- -p model`).
     #[arg(last = true)]
     test_args: Vec<String>,
@@ -69,6 +87,9 @@ fn main() -> ExitCode {
         Task::Servers => steps.run("servers", servers::ensure),
         Task::CleanTestDbs(args) => steps.run("clean-test-dbs", || {
             clean_dbs::clean(Duration::from_secs(args.min_age_mins * 60))
+        }),
+        Task::Fuzz(args) => steps.run("fuzz", || {
+            fuzz::run(Duration::from_secs(args.seconds), &args.targets)
         }),
     };
     steps.summary();
@@ -111,6 +132,15 @@ fn test(steps: &mut Steps, args: &TestArgs) -> Result<()> {
         } else {
             steps.skip("doc-tests", "test arguments given");
         }
+    }
+    if args.no_fuzz {
+        steps.skip("fuzz", "--no-fuzz");
+    } else if !args.test_args.is_empty() {
+        steps.skip("fuzz", "test arguments given");
+    } else {
+        steps.run("fuzz", || {
+            fuzz::run(Duration::from_secs(args.fuzz_seconds), &[])
+        })?;
     }
     Ok(())
 }

@@ -570,7 +570,7 @@ impl<'de> Visitor<'de> for ChannelsSeed {
     }
 }
 
-fn valid_channel_name(name: &str) -> bool {
+pub(crate) fn valid_channel_name(name: &str) -> bool {
     (1..=32).contains(&name.len())
         && name
             .bytes()

@@ -11,6 +11,7 @@
 //! prose.
 
 mod decode;
+pub mod invariants;
 mod point;
 mod reject;
 mod topic;

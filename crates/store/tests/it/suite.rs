@@ -51,6 +51,7 @@ storage_suite!(
     points_round_trip_exactly,
     same_batch_twice_is_stored_once,
     duplicates_inside_a_batch_are_stored_once,
+    a_replayed_or_regressing_seq_has_a_defined_outcome,
     a_refused_batch_stores_nothing,
     session_lifecycle_is_commutative,
     session_listing_filters_and_orders,
@@ -123,6 +124,46 @@ async fn same_batch_twice_is_stored_once(store: &Store) {
     let o = store.write(&overlap).await.unwrap();
     assert_eq!((o.points_inserted, o.points_duplicate), (10, 10));
     assert_eq!(all_points(store, "s-1").await.len(), 60);
+}
+
+/// What docs/protocol.md ("Identity") promises for a `seq` that comes again or goes backwards.
+async fn a_replayed_or_regressing_seq_has_a_defined_outcome(store: &Store) {
+    let t = base_ms();
+    store
+        .write(&points(vec![point("r-1", "s-1", 10, t)]))
+        .await
+        .unwrap();
+
+    // A replay (same seq, same ts) with other readings: the first write wins, counted as a
+    // duplicate.
+    let mut replay = point("r-1", "s-1", 10, t);
+    replay.channels.bt = Some(999.0);
+    let o = store.write(&points(vec![replay])).await.unwrap();
+    assert_eq!((o.points_inserted, o.points_duplicate), (0, 1));
+    assert_eq!(all_points(store, "s-1").await[0].channels.bt, Some(151.0));
+
+    // A regressing seq is a new identity: stored, and served in device-time order (ts, seq).
+    let regressing = point("r-1", "s-1", 5, t + 1_000);
+    let o = store.write(&points(vec![regressing])).await.unwrap();
+    assert_eq!((o.points_inserted, o.points_duplicate), (1, 0));
+    let seqs: Vec<u64> = all_points(store, "s-1")
+        .await
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    assert_eq!(seqs, [10, 5]);
+
+    // A seq reused with a different ts breaks the contract; the stored key includes ts, so both
+    // readings are kept (documented limitation). A change here must update docs/protocol.md.
+    let reused = point("r-1", "s-1", 10, t + 2_000);
+    let o = store.write(&points(vec![reused])).await.unwrap();
+    assert_eq!((o.points_inserted, o.points_duplicate), (1, 0));
+    let seqs: Vec<u64> = all_points(store, "s-1")
+        .await
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    assert_eq!(seqs, [10, 5, 10]);
 }
 
 async fn duplicates_inside_a_batch_are_stored_once(store: &Store) {

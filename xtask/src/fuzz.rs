@@ -6,7 +6,9 @@
 //! finds to a scratch directory, so a run never dirties the checkout. A crash fails the step and
 //! leaves the input in `fuzz/artifacts/<target>/` with the command that replays it.
 
+use std::fs::File;
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -43,11 +45,47 @@ pub(crate) fn run(budget: Duration, targets: &[String]) -> Result<()> {
         if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
             c.env("CARGO_TARGET_DIR", PathBuf::from(dir).join("fuzz"));
         }
-        cmd::run(&mut c).with_context(|| {
-            format!("fuzz target `{target}` failed: the input is in fuzz/artifacts/{target}/")
-        })?;
+        // libFuzzer prints a line for every input that finds new coverage: thousands. Keep them
+        // in a log and show the summary (and, on failure, the end of the log).
+        let log_path = std::env::temp_dir().join(format!("simcorp-fuzz-{target}.log"));
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        println!(
+            "    $ {}  (output: {})",
+            cmd::display(&c),
+            log_path.display()
+        );
+        let status = c
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .with_context(|| format!("could not run cargo fuzz for `{target}`"))?;
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        for line in text.lines().filter(|l| is_summary(l)) {
+            println!("      {line}");
+        }
+        if !status.success() {
+            bail!(
+                "fuzz target `{target}` failed ({status}); the input is in fuzz/artifacts/{target}/\n{}",
+                cmd::tail(&log_path, 80)
+            );
+        }
     }
     Ok(())
+}
+
+fn is_summary(line: &str) -> bool {
+    [
+        "INFO: Seed",
+        "Done ",
+        "stat::number_of_executed_units",
+        "stat::new_units_added",
+    ]
+    .iter()
+    .any(|p| line.starts_with(p))
+        || line.contains("panicked")
+        || line.contains("ERROR")
 }
 
 fn ensure_cargo_fuzz() -> Result<()> {

@@ -161,7 +161,7 @@ pub fn decode_session(
     })
 }
 
-fn has_nul(key: &str, value: &serde_json::Value) -> bool {
+pub(crate) fn has_nul(key: &str, value: &serde_json::Value) -> bool {
     fn walk(v: &serde_json::Value) -> bool {
         match v {
             serde_json::Value::String(s) => s.contains('\0'),

@@ -4,7 +4,7 @@
 //! values as they are), so they are stated once here and asserted by the property tests and the
 //! fuzz targets (`fuzz/`) on everything the decoder lets through, whatever the input was.
 
-use crate::decode::valid_channel_name;
+use crate::decode::{has_nul, valid_channel_name};
 use crate::{Decoded, Limits, Point, SessionEvent, valid_id};
 
 /// Checks an accepted telemetry decode: every point valid, every rejected point with a reason,
@@ -79,8 +79,7 @@ pub fn check_session(
     }
     check_ts(e.ts_ms, received_ms, limits)?;
     // PostgreSQL refuses U+0000 in text and jsonb; a batch carrying one could never commit.
-    let metadata = serde_json::to_string(&e.metadata).map_err(|err| err.to_string())?;
-    if metadata.contains("\\u0000") {
+    if e.metadata.iter().any(|(k, v)| has_nul(k, v)) {
         return Err("a NUL character in session metadata accepted".into());
     }
     Ok(())
@@ -92,4 +91,21 @@ fn check_ts(ts: i64, received_ms: i64, limits: &Limits) -> Result<(), String> {
         return Err(format!("ts {ts} outside the window around {received_ms}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing: the text `\u0000` (a backslash, then `u0000`) is not a NUL character,
+    /// and an earlier check that searched the serialized metadata mistook it for one.
+    #[test]
+    fn an_escaped_backslash_before_u0000_is_not_a_nul() {
+        let payload =
+            br#"{"session":"s-1","state":"start","ts":1795000000000,"a\\u0000b":"c\\u0000"}"#;
+        let limits = Limits::default();
+        let event = crate::decode_session("r-1", payload, 1_795_000_000_000, &limits).unwrap();
+        assert_eq!(event.metadata["a\\u0000b"], "c\\u0000");
+        check_session("r-1", &event, 1_795_000_000_000, &limits).unwrap();
+    }
 }

@@ -48,6 +48,10 @@ pub enum Rejection {
     BadSessionState(String),
     #[error("{0} contains a NUL character (\\u0000), which cannot be stored")]
     NulCharacter(String),
+    #[error(
+        "device is over its limit of {points_per_sec} points/s: its messages are shed until it slows down"
+    )]
+    RateLimited { points_per_sec: u32 },
 }
 
 impl Rejection {
@@ -72,6 +76,7 @@ impl Rejection {
             Rejection::BadChannelName(_) => "bad_channel_name",
             Rejection::BadSessionState(_) => "bad_session_state",
             Rejection::NulCharacter(_) => "nul_character",
+            Rejection::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -95,6 +100,7 @@ impl Rejection {
         "bad_channel_name",
         "bad_session_state",
         "nul_character",
+        "rate_limited",
     ];
 }
 

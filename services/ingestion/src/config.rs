@@ -58,6 +58,13 @@ pub struct Settings {
     pub max_future_secs: i64,
     /// Bytes of a refused payload kept in the dead-letter table.
     pub dead_letter_payload_bytes: usize,
+    /// The flood limit: points per second one device may send on average (refused messages
+    /// count as one point each); above it, its messages are shed and counted. 0: no limit.
+    /// Roasters send one or two a second; the load harness `--rate / --sessions`.
+    pub device_points_per_sec: u32,
+    /// Points a device may send at once above that rate: the backlog of a roaster that was
+    /// offline (an hour at 10 Hz is 36,000).
+    pub device_burst_points: u32,
 }
 
 impl Default for Settings {
@@ -74,6 +81,8 @@ impl Default for Settings {
             max_past_secs: limits.max_past_ms / 1000,
             max_future_secs: limits.max_future_ms / 1000,
             dead_letter_payload_bytes: 4096,
+            device_points_per_sec: 1_000,
+            device_burst_points: 60_000,
         }
     }
 }

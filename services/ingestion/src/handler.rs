@@ -4,15 +4,21 @@
 //! is stored (and only then acknowledged) like any point. So bad input is kept for inspection,
 //! never crashes anything, and never holds up the good input queued behind it.
 
+use std::sync::Arc;
+
 use model::{Batch, DeadLetter, Limits, Rejection, TopicKind, decode_session, decode_telemetry};
 use mqtt::{AckToken, Delivery};
 use pipeline::Envelope;
+
+use crate::limiter::{DeviceLimiter, Verdict};
 
 /// Decodes deliveries; cheap to clone into the subscriber's handler.
 #[derive(Debug, Clone)]
 pub(crate) struct Decoder {
     pub(crate) limits: Limits,
     pub(crate) dead_letter_payload_bytes: usize,
+    /// The per-device flood limit; `None`: unlimited.
+    pub(crate) limiter: Option<Arc<DeviceLimiter>>,
 }
 
 impl Decoder {
@@ -43,7 +49,8 @@ impl Decoder {
                 self.dead_letter_payload_bytes,
             ));
         };
-        match model::parse_topic(&topic) {
+        let parsed = model::parse_topic(&topic);
+        match parsed {
             Ok(t) if t.kind == TopicKind::Telemetry => {
                 match decode_telemetry(t.device_id, &payload, received_ms, &self.limits) {
                     Ok(decoded) => {
@@ -75,7 +82,32 @@ impl Decoder {
                 None,
                 Rejection::BadTopic(topic.clone()),
             ),
-            Err(r) => reject(&mut records, None, &payload, None, r),
+            Err(ref r) => reject(&mut records, None, &payload, None, r.clone()),
+        }
+        if let Some(limiter) = &self.limiter {
+            // Unparseable topics share one bucket: they cannot name a device.
+            let device = parsed.as_ref().ok().map(|t| t.device_id);
+            let cost = records.points.len() + records.sessions.len() + records.dead_letters.len();
+            let verdict = limiter.admit(device.unwrap_or(""), cost, received);
+            if verdict != Verdict::Admit {
+                crate::metrics::shed(records.points.len());
+                records = Batch::default();
+            }
+            if verdict == Verdict::ShedFirst {
+                let points_per_sec = limiter.points_per_sec();
+                tracing::warn!(
+                    device_id = device,
+                    points_per_sec,
+                    "device over its flood limit: shedding its messages until it slows down"
+                );
+                reject(
+                    &mut records,
+                    device,
+                    &payload,
+                    None,
+                    Rejection::RateLimited { points_per_sec },
+                );
+            }
         }
         Envelope {
             records,

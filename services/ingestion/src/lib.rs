@@ -18,6 +18,7 @@
 mod api;
 mod config;
 mod handler;
+mod limiter;
 mod metrics;
 mod sink;
 
@@ -88,6 +89,11 @@ pub async fn run(
     let decoder = handler::Decoder {
         limits: settings.limits(),
         dead_letter_payload_bytes: settings.dead_letter_payload_bytes,
+        limiter: limiter::DeviceLimiter::new(
+            settings.device_points_per_sec,
+            settings.device_burst_points,
+        )
+        .map(Arc::new),
     };
     let subscription = subscriber.spawn({
         let intake = intake.clone();

@@ -11,4 +11,5 @@ mod degraded;
 mod delivery;
 mod embedded;
 mod fallback;
+mod flood;
 mod shutdown;

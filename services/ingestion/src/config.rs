@@ -43,8 +43,14 @@ impl Default for Config {
 pub struct Settings {
     pub http_addr: SocketAddr,
     /// Subscribe through `$share/<group>/…` so several replicas split the stream. Every replica
-    /// of one deployment must use the same group (and a distinct `mqtt.client_id`). Empty: a
-    /// plain subscription (every replica would get every message).
+    /// of one deployment must use the same group (and a distinct `mqtt.client_id`). Empty (the
+    /// default): a plain subscription, for one replica.
+    ///
+    /// Why one replica subscribes plainly: Mosquitto 2.0 does not restore shared subscriptions
+    /// from its persistence file, so after a broker restart every message published before
+    /// ingestion has reconnected and subscribed again is dropped. A plain subscription of a
+    /// persistent session is restored, and those messages wait for ingestion. Measured in
+    /// docs/reliability.md (the broker restart drill).
     pub share_group: String,
     /// On SIGTERM, how long to finish writing and acknowledging what was received.
     pub drain_timeout_secs: u64,
@@ -72,7 +78,7 @@ impl Default for Settings {
         let limits = model::Limits::default();
         Settings {
             http_addr: SocketAddr::from(([0, 0, 0, 0], 4001)),
-            share_group: "ingestion".into(),
+            share_group: String::new(),
             drain_timeout_secs: 30,
             request_timeout_secs: 10,
             max_payload_bytes: limits.max_payload_bytes,

@@ -20,8 +20,10 @@ async fn two_replicas_split_one_shared_subscription() {
     }
     let broker = PrivateMosquitto::start().await;
     let db = TestDatabase::create().await;
-    let (first, data_a) = config(&broker.url(), Some(&db.url));
-    let (second, data_b) = config(&broker.url(), Some(&db.url));
+    let (mut first, data_a) = config(&broker.url(), Some(&db.url));
+    let (mut second, data_b) = config(&broker.url(), Some(&db.url));
+    first.ingestion.share_group = "ingestion".into();
+    second.ingestion.share_group = "ingestion".into();
     assert_ne!(first.mqtt.client_id, second.mqtt.client_id);
     let a = TestApp::spawn(first, data_a).await;
     let b = TestApp::spawn(second, data_b).await;

@@ -284,8 +284,9 @@ pub async fn pg_pool(url: &str) -> sqlx::PgPool {
 /// them, a pool to check what it stored, and a device to publish with. Keep it in a variable
 /// for the whole test: the broker and the database go away when it is dropped.
 pub struct Stack {
-    // Held for their Drop: the broker and the database live as long as the stack.
-    _broker: testkit::PrivateMosquitto,
+    /// The stack's own broker, for drills that restart it.
+    pub broker: testkit::PrivateMosquitto,
+    // Held for its Drop: the database lives as long as the stack.
     _db: testkit::TestDatabase,
     pub app: TestApp,
     pub pool: sqlx::PgPool,
@@ -307,7 +308,7 @@ impl Stack {
         let pool = pg_pool(&db.url).await;
         let device = publisher(&broker.url()).await;
         Stack {
-            _broker: broker,
+            broker,
             _db: db,
             app,
             pool,

@@ -11,5 +11,6 @@ mod degraded;
 mod delivery;
 mod embedded;
 mod fallback;
+mod faults;
 mod flood;
 mod shutdown;

@@ -4,18 +4,28 @@
 use std::time::{Duration, Instant};
 
 use model::Point;
-use testkit::Server;
+use testkit::{PrivateMosquitto, PrivatePostgres, Server, TestDatabase};
 
 use crate::helpers::{
-    Row, Stack, assert_rows, pg_rows, point, publish_points, publisher, wait_pg_count,
+    Row, Stack, TestApp, assert_rows, config, pg_pool, pg_rows, point, publish_points, publisher,
+    start_process, wait_pg_count,
 };
 
-/// Publishes `points` in chunks of 100 every 10 ms (10,000 points/s); waits until the broker
-/// acknowledged them all.
+/// Publishes `points` at 10,000 points/s; waits until the broker acknowledged them all.
 async fn stream(s: &Stack, points: Vec<Point>) -> tokio::task::JoinHandle<()> {
-    let device = publisher(&s.broker.url()).await;
+    stream_at(&s.broker.url(), points, 100).await
+}
+
+/// Publishes `points` in chunks of `per_10ms` every 10 ms; waits until the broker acknowledged
+/// them all.
+async fn stream_at(
+    mqtt_url: &str,
+    points: Vec<Point>,
+    per_10ms: usize,
+) -> tokio::task::JoinHandle<()> {
+    let device = publisher(mqtt_url).await;
     tokio::spawn(async move {
-        for chunk in points.chunks(100) {
+        for chunk in points.chunks(per_10ms) {
             publish_points(&device, chunk, 1).await;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -105,9 +115,65 @@ async fn a_table_locked_for_10_s_holds_the_intake_and_loses_nothing() {
     s.app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_down_for_30_s_under_load_loses_nothing() {
+    let broker = PrivateMosquitto::start().await;
+    let pg = PrivatePostgres::start().await;
+    let db = TestDatabase::create_on(&pg.url()).await;
+    let (config, data) = config(&broker.url(), Some(&db.url));
+    let app = TestApp::spawn(config, data).await;
+
+    // 2,000 points/s for 40 s: PostgreSQL goes away 5 s in and comes back 30 s later.
+    let points: Vec<Point> = (0..80_000)
+        .map(|i| point("roaster-pgdown", "s-1", i))
+        .collect();
+    let streaming = stream_at(&broker.url(), points.clone(), 20).await;
+    let pool = pg_pool(&db.url).await;
+    wait_pg_count(&pool, "roaster-pgdown", 5_000, Duration::from_secs(30)).await;
+    pool.close().await;
+    pg.stop().await;
+    let stopped = Instant::now();
+    let acked_before: u64 = acks_released(&app).await;
+    let mut peak_rss = 0u64;
+    while stopped.elapsed() < Duration::from_secs(30) {
+        peak_rss = peak_rss.max(rss_of(&app).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Acknowledgements kept flowing from the fallback while PostgreSQL was down.
+    let acked_while_down = acks_released(&app).await - acked_before;
+    assert!(
+        acked_while_down > 20_000,
+        "only {acked_while_down} acks while PostgreSQL was down"
+    );
+    pg.start_server().await;
+    let restarted = Instant::now();
+    streaming.await.unwrap();
+    let pool = pg_pool(&db.url).await;
+    wait_pg_count(&pool, "roaster-pgdown", 80_000, Duration::from_secs(180)).await;
+    let expected: Vec<Row> = points.iter().map(Row::expected).collect();
+    assert_rows(&pg_rows(&pool, "roaster-pgdown").await, &expected);
+    eprintln!(
+        "postgres drill: 80000 points stored once; {acked_while_down} acknowledged during the 30 s \
+         outage; all in PostgreSQL {:?} after it came back; peak RSS {} MiB",
+        restarted.elapsed(),
+        peak_rss / (1024 * 1024)
+    );
+    app.stop().await;
+}
+
+async fn acks_released(app: &TestApp) -> u64 {
+    app.stats().await["pipeline"]["acks_released"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
 /// Resident memory of the process serving `s` (the test process: ingestion runs in it).
 async fn rss(s: &Stack) -> u64 {
-    let metrics = s.app.text("/metrics").await;
+    rss_of(&s.app).await
+}
+
+async fn rss_of(app: &TestApp) -> u64 {
+    let metrics = app.text("/metrics").await;
     metrics
         .lines()
         .find_map(|l| {
@@ -117,4 +183,58 @@ async fn rss(s: &Stack) -> u64 {
                 .ok()
         })
         .map_or(0, |v| v as u64)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_of_two_replicas_killed_the_other_carries_on() {
+    if !testkit::require(Server::Postgres, "one_of_two_replicas_killed") {
+        return;
+    }
+    let broker = PrivateMosquitto::start().await;
+    let db = TestDatabase::create().await;
+    let shared = [("SIMCORP_INGESTION_SHARE_GROUP", "ingestion")];
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let id_a = testkit::unique_name("ingestion-a");
+    let a = start_process(&broker.url(), &db.url, data_a.path(), &id_a, &shared).await;
+    let id_b = testkit::unique_name("ingestion-b");
+    let b = start_process(&broker.url(), &db.url, data_b.path(), &id_b, &shared).await;
+
+    let points: Vec<Point> = (0..20_000)
+        .map(|i| point("roaster-rep", "s-1", i))
+        .collect();
+    let streaming = stream_at(&broker.url(), points.clone(), 100).await;
+    let pool = pg_pool(&db.url).await;
+    wait_pg_count(&pool, "roaster-rep", 2_000, Duration::from_secs(30)).await;
+    a.kill().await;
+    let killed = Instant::now();
+    streaming.await.unwrap();
+
+    // Whatever the broker had handed to A and A had not acknowledged stays in A's session: the
+    // broker gives it to no one else while that session lives. B carries the rest.
+    let without_a = testkit::eventually(Duration::from_secs(60), "B to stop gaining", || {
+        let pool = pool.clone();
+        async move {
+            let before = crate::helpers::pg_count(&pool, "roaster-rep").await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = crate::helpers::pg_count(&pool, "roaster-rep").await;
+            (after == before).then_some(after)
+        }
+    })
+    .await;
+    let b_alone = killed.elapsed();
+
+    // A comes back with its client id: its session's messages arrive, every point stored once.
+    let a = start_process(&broker.url(), &db.url, data_a.path(), &id_a, &shared).await;
+    let back = Instant::now();
+    let expected: Vec<Row> = points.iter().map(Row::expected).collect();
+    wait_pg_count(&pool, "roaster-rep", 20_000, Duration::from_secs(60)).await;
+    assert_rows(&pg_rows(&pool, "roaster-rep").await, &expected);
+    eprintln!(
+        "replica drill: 20000 points; B alone stored {without_a} (settled {b_alone:?} after A \
+         was killed); the other {} waited in A's session and were stored {:?} after A came back",
+        20_000 - without_a,
+        back.elapsed()
+    );
+    a.terminate().await;
+    b.terminate().await;
 }

@@ -1,13 +1,15 @@
 //! Spawning the service and talking to it, for every test in this binary.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use ingestion::Config;
 use model::{Channels, Point, SessionEvent, SessionState, Topic, TopicKind};
 use mqtt::{Publisher, QoS};
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
+use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -103,7 +105,7 @@ impl TestApp {
 
     /// Asks the service to stop and waits for it; returns how long it took.
     pub async fn stop(mut self) -> Duration {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -314,5 +316,82 @@ impl Stack {
             pool,
             device,
         }
+    }
+}
+
+/// The real `ingestion` binary running as a child process, for drills that kill it.
+pub struct Process {
+    child: Child,
+    pub http: String,
+}
+
+/// Starts the real `ingestion` binary, configured through the environment as in a container
+/// (`extra_env` adds or overrides settings).
+pub async fn start_process(
+    mqtt: &str,
+    pg: &str,
+    data: &std::path::Path,
+    client_id: &str,
+    extra_env: &[(&str, &str)],
+) -> Process {
+    let port = testkit::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_ingestion"))
+        .env("SIMCORP_MQTT_URL", mqtt)
+        .env("SIMCORP_MQTT_CLIENT_ID", client_id)
+        .env("SIMCORP_POSTGRES_URL", pg)
+        .env("SIMCORP_DATA_DIR", data)
+        .env("SIMCORP_INGESTION_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("SIMCORP_LOG_LEVEL", "warn")
+        .envs(extra_env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let process = Process {
+        child,
+        http: format!("http://127.0.0.1:{port}"),
+    };
+    let ready = format!("{}/ready", process.http);
+    testkit::eventually(
+        Duration::from_secs(30),
+        "the ingestion process to be ready",
+        || {
+            let ready = ready.clone();
+            async move {
+                let resp = reqwest::get(&ready).await.ok()?;
+                resp.status().is_success().then_some(())
+            }
+        },
+    )
+    .await;
+    process
+}
+
+impl Process {
+    /// SIGKILL: no drain, no goodbye to the broker or the database.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        let status = self.child.wait().await.unwrap();
+        assert!(!status.success(), "ingestion survived kill -9: {status}");
+    }
+
+    /// SIGTERM, then waits; returns how long the process took to exit.
+    pub async fn terminate(mut self) -> Duration {
+        let pid = self.child.id().unwrap();
+        let started = Instant::now();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .unwrap()
+            .success();
+        assert!(ok);
+        let status = tokio::time::timeout(Duration::from_secs(35), self.child.wait())
+            .await
+            .expect("ingestion did not exit within the 30 s drain deadline")
+            .unwrap();
+        assert!(status.success(), "ingestion exited with {status}");
+        started.elapsed()
     }
 }

@@ -39,6 +39,20 @@ impl RuntimeConfig {
     }
 }
 
+/// Everything a binary's `main` needs before it can run async code: the `[runtime]` section
+/// from `sources`, and the runtime built from it.
+pub fn start(sources: &Sources) -> Result<tokio::runtime::Runtime, RuntimeError> {
+    Ok(RuntimeConfig::load(sources)?.build()?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("starting the async runtime: {0}")]
+    Start(#[from] std::io::Error),
+}
+
 /// The shape `figment` is given so that `[runtime]` is a known section with its defaults.
 #[derive(Debug, Default, Serialize)]
 struct Section {

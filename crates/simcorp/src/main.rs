@@ -13,14 +13,10 @@
 mod cli;
 mod up;
 
-use anyhow::Context as _;
 use clap::Parser as _;
 
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     // Sized before anything runs on it, from the same file/environment/flags as the services.
-    let runtime = kit::runtime::RuntimeConfig::load(&cli.sources())?
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(cli.run())
+    kit::runtime::start(&cli.sources())?.block_on(cli.run())
 }

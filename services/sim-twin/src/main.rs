@@ -4,10 +4,7 @@ use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
     let sources = kit::config::Sources::default();
-    let runtime = kit::runtime::RuntimeConfig::load(&sources)?
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(serve(sources))
+    kit::runtime::start(&sources)?.block_on(serve(sources))
 }
 
 async fn serve(sources: kit::config::Sources) -> anyhow::Result<()> {

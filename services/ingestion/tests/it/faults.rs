@@ -7,33 +7,13 @@ use model::Point;
 use testkit::{PrivateMosquitto, PrivatePostgres, Server, TestDatabase};
 
 use crate::helpers::{
-    Row, Stack, TestApp, assert_rows, config, pg_pool, pg_rows, point, publish_points, publisher,
-    start_process, wait_pg_count,
+    Row, Stack, TestApp, assert_rows, config, pg_pool, pg_rows, point, start_process, stream_at,
+    wait_pg_count,
 };
 
 /// Publishes `points` at 10,000 points/s; waits until the broker acknowledged them all.
 async fn stream(s: &Stack, points: Vec<Point>) -> tokio::task::JoinHandle<()> {
     stream_at(&s.broker.url(), points, 100).await
-}
-
-/// Publishes `points` in chunks of `per_10ms` every 10 ms; waits until the broker acknowledged
-/// them all.
-async fn stream_at(
-    mqtt_url: &str,
-    points: Vec<Point>,
-    per_10ms: usize,
-) -> tokio::task::JoinHandle<()> {
-    let device = publisher(mqtt_url).await;
-    tokio::spawn(async move {
-        for chunk in points.chunks(per_10ms) {
-            publish_points(&device, chunk, 1).await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(
-            device.flush(Duration::from_secs(120)).await,
-            "the broker never acknowledged every publish"
-        );
-    })
 }
 
 async fn assert_stored_once(s: &Stack, device: &str, points: &[Point]) {

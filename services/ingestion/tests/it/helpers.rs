@@ -202,6 +202,26 @@ pub async fn publish_raw(publisher: &Publisher, topic: &str, payload: impl Into<
         .unwrap();
 }
 
+/// Publishes `points` in chunks of `per_10ms` every 10 ms; waits until the broker acknowledged
+/// them all.
+pub async fn stream_at(
+    mqtt_url: &str,
+    points: Vec<Point>,
+    per_10ms: usize,
+) -> tokio::task::JoinHandle<()> {
+    let device = publisher(mqtt_url).await;
+    tokio::spawn(async move {
+        for chunk in points.chunks(per_10ms) {
+            publish_points(&device, chunk, 1).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            device.flush(Duration::from_secs(120)).await,
+            "the broker never acknowledged every publish"
+        );
+    })
+}
+
 /// A stored row, as the tests compare it (the same shape from PostgreSQL and SQLite).
 #[derive(Debug, PartialEq, sqlx::FromRow)]
 pub struct Row {

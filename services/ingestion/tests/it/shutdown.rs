@@ -10,8 +10,7 @@ use model::Point;
 use testkit::{PrivateMosquitto, Server, TestDatabase};
 
 use crate::helpers::{
-    Row, assert_rows, pg_pool, pg_rows, point, publish_points, publisher, start_process,
-    wait_pg_count,
+    Row, assert_rows, pg_pool, pg_rows, point, start_process, stream_at, wait_pg_count,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -32,17 +31,7 @@ async fn sigterm_mid_stream_drains_in_time_and_loses_nothing() {
     let points: Vec<Point> = (0..20_000)
         .map(|s| point("roaster-term", "s-1", s))
         .collect();
-    let device = publisher(&broker.url()).await;
-    let stream = {
-        let points = points.clone();
-        tokio::spawn(async move {
-            for chunk in points.chunks(200) {
-                publish_points(&device, chunk, 1).await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            assert!(device.flush(Duration::from_secs(60)).await);
-        })
-    };
+    let stream = stream_at(&broker.url(), points.clone(), 100).await;
     let pool = pg_pool(&db.url).await;
     wait_pg_count(&pool, "roaster-term", 2_000, Duration::from_secs(30)).await;
     let took = first.terminate().await;
@@ -77,17 +66,7 @@ async fn kill_9_mid_stream_loses_nothing_and_stores_nothing_twice() {
     let points: Vec<Point> = (0..20_000)
         .map(|s| point(&format!("roaster-kill-{}", s % 4), "s-1", s / 4))
         .collect();
-    let device = publisher(&broker.url()).await;
-    let stream = {
-        let points = points.clone();
-        tokio::spawn(async move {
-            for chunk in points.chunks(200) {
-                publish_points(&device, chunk, 1).await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            assert!(device.flush(Duration::from_secs(60)).await);
-        })
-    };
+    let stream = stream_at(&broker.url(), points.clone(), 100).await;
     let pool = pg_pool(&db.url).await;
     wait_pg_count(&pool, "roaster-kill-0", 500, Duration::from_secs(30)).await;
     first.kill().await;

@@ -9,12 +9,23 @@ use model::{Channels, Point};
 
 use crate::{ActiveSession, CacheError, Config, Update, session_effect};
 
-/// Sets `latest:{device}` only if the new point is not older than the cached one, so racing
-/// replicas and out-of-order redeliveries cannot move it backwards.
+/// Sets `latest:{device}` only if the new point is not older than the cached one, by `(ts, seq)`
+/// as the store orders them, so racing writers, replicas and redeliveries cannot move it
+/// backwards. Points often share a `ts` (a frame, a coarse device clock): without `seq` the last
+/// writer would win among them. `seq` is compared as a decimal string (length first), because
+/// Lua's numbers are doubles and a `seq` may exceed 2^53.
 const SET_LATEST: &str = r"
-local cur = redis.call('HGET', KEYS[1], 'ts')
-if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'point', ARGV[2])
+local cur_ts = redis.call('HGET', KEYS[1], 'ts')
+if cur_ts then
+  local c, n = tonumber(cur_ts), tonumber(ARGV[1])
+  if c > n then return 0 end
+  if c == n then
+    local cur_seq = redis.call('HGET', KEYS[1], 'seq') or ''
+    local seq = ARGV[3]
+    if #cur_seq > #seq or (#cur_seq == #seq and cur_seq > seq) then return 0 end
+  end
+end
+redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'seq', ARGV[3], 'point', ARGV[2])
 return 1
 ";
 
@@ -120,7 +131,8 @@ impl RedisCache {
                     self.set_latest
                         .key(self.key("latest", &p.device_id))
                         .arg(p.ts_ms)
-                        .arg(json),
+                        .arg(json)
+                        .arg(p.seq.to_string()),
                 )
                 .ignore();
             }

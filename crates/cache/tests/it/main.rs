@@ -53,6 +53,20 @@ async fn latest_point_is_the_newest(cache: Cache) {
         .unwrap();
     assert_eq!(cache.latest("r-1").await.unwrap(), Some(newer));
     assert_eq!(cache.latest("r-unknown").await.unwrap(), None);
+
+    // Points sharing a ts are ordered by seq, as the store orders them, whatever order their
+    // batches commit in — also beyond 2^53, where a double could not tell them apart.
+    for (device, high, low) in [("r-3", 7, 6), ("r-4", (1 << 53) + 1, 1 << 53)] {
+        for seq in [high, low] {
+            let update = Update {
+                latest: vec![point(device, seq, 5_000)],
+                sessions: vec![],
+            };
+            cache.apply(&update).await.unwrap();
+        }
+        let latest = cache.latest(device).await.unwrap().unwrap();
+        assert_eq!(latest.seq, high, "{device}");
+    }
 }
 
 async fn sessions_open_and_close(cache: Cache) {

@@ -54,6 +54,7 @@ storage_suite!(
     a_replayed_or_regressing_seq_has_a_defined_outcome,
     a_refused_batch_stores_nothing,
     session_lifecycle_is_commutative,
+    a_session_without_an_end_stays_active,
     session_listing_filters_and_orders,
     telemetry_ranges_and_ordering,
     latest_point_of_a_device,
@@ -206,6 +207,37 @@ async fn a_refused_batch_stores_nothing(store: &Store) {
     assert!(all_points(store, "s-1").await.is_empty());
     assert!(store.session("s-1").await.unwrap().is_empty());
     assert!(store.dead_letters(10).await.unwrap().is_empty());
+}
+
+/// docs/protocol.md: ingestion ends no session by time, and a device's next session does not
+/// end the one before it.
+async fn a_session_without_an_end_stays_active(store: &Store) {
+    let t = base_ms();
+    let start = |session, ts| {
+        sessions(vec![session_event(
+            "r-1",
+            session,
+            SessionState::Start,
+            ts,
+            json!({}),
+        )])
+    };
+    store.write(&start("s-lost", t)).await.unwrap();
+    store.write(&start("s-next", t + 3_600_000)).await.unwrap();
+    let active = SessionQuery {
+        device_id: Some("r-1".into()),
+        active_only: true,
+        ..SessionQuery::default()
+    };
+    let mut ids: Vec<String> = store
+        .sessions(&active)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.session)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["s-lost", "s-next"]);
 }
 
 async fn session_lifecycle_is_commutative(store: &Store) {

@@ -5,8 +5,9 @@
 //! shared with the broker and the database — the Compose stack, a small VM, this project's own
 //! measurement machine — those wake-ups compete with the processes the service waits on. Measured
 //! with the load harness (10,000 one-point messages/s, Mosquitto + PostgreSQL + ingestion +
-//! harness on 2 cores): publish→commit p95 38 ms with the default, 7.7 ms with `worker_threads =
-//! 1` for ingestion and harness, ingestion's CPU 0.36 → 0.28 cores. Where the service has cores
+//! harness on 2 cores, 30 s runs): publish→commit p95 70 ms with the default for both, 38 ms
+//! with `worker_threads = 1` for ingestion alone, 7.7 ms with 1 for ingestion and harness;
+//! ingestion's CPU 0.35 → 0.28 cores. Where the service has cores
 //! of its own (a Kubernetes pod with a CPU request), the default (one worker per core) scales.
 
 use serde::{Deserialize, Serialize};

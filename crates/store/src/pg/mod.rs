@@ -2,15 +2,18 @@
 
 pub mod encode;
 mod partitions;
+mod registry;
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use model::{Batch, Point};
 use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use self::registry::{NewPair, Registry};
 use crate::config::{PostgresConfig, WriteStrategy};
 use crate::error::{Backend, StoreError};
 use crate::rows::{
@@ -39,36 +42,123 @@ SELECT device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at
 FROM telemetry_stage
 ON CONFLICT DO NOTHING";
 
-const INSERT_UNNEST: &str = "INSERT INTO telemetry
+// The writes' SQL, as macros over their parameter numbers: each is a statement of its own, and
+// all of them together are one statement (WRITE_ALL).
+
+macro_rules! insert_unnest_sql {
+    () => {
+        "INSERT INTO telemetry
     (device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at)
 SELECT d, s, q, 'epoch'::timestamptz + t * interval '1 millisecond',
        bt, et, gas, air, drum, x::jsonb, 'epoch'::timestamptz + r * interval '1 millisecond'
 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::float8[], $6::float8[],
             $7::float8[], $8::float8[], $9::float8[], $10::text[], $11::int8[])
      AS u(d, s, q, t, bt, et, gas, air, drum, x, r)
-ON CONFLICT DO NOTHING";
+ON CONFLICT DO NOTHING"
+    };
+}
 
 /// The commutative session upsert (see the migration). Rows are unique per key: the caller has
 /// folded a batch's events already.
-const UPSERT_SESSIONS: &str = "INSERT INTO sessions
-    (device_id, session, started_at, ended_at, metadata, updated_at)
+macro_rules! upsert_sessions_sql {
+    ($d:literal, $s:literal, $st:literal, $en:literal, $m:literal, $up:literal) => {
+        concat!(
+            "INSERT INTO sessions (device_id, session, started_at, ended_at, metadata, updated_at)
 SELECT d, s, 'epoch'::timestamptz + st * interval '1 millisecond',
        'epoch'::timestamptz + en * interval '1 millisecond', m::jsonb,
        'epoch'::timestamptz + up * interval '1 millisecond'
-FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[])
+FROM unnest($",
+            $d,
+            "::text[], $",
+            $s,
+            "::text[], $",
+            $st,
+            "::int8[], $",
+            $en,
+            "::int8[], $",
+            $m,
+            "::text[], $",
+            $up,
+            "::int8[])
      AS u(d, s, st, en, m, up)
 ON CONFLICT (device_id, session) DO UPDATE SET
     started_at = COALESCE(sessions.started_at, excluded.started_at),
     ended_at = COALESCE(sessions.ended_at, excluded.ended_at),
     metadata = sessions.metadata || excluded.metadata,
-    updated_at = GREATEST(sessions.updated_at, excluded.updated_at)";
+    updated_at = GREATEST(sessions.updated_at, excluded.updated_at)"
+        )
+    };
+}
 
-const INSERT_DEAD_LETTERS: &str = "INSERT INTO dead_letters
+/// Registers (device, session) pairs; see migration 0002. A replay or a second replica may
+/// register a pair again with an earlier point, so `first_ts` only ever moves back.
+macro_rules! register_device_sessions_sql {
+    ($d:literal, $s:literal, $t:literal) => {
+        concat!(
+            "INSERT INTO device_sessions (device_id, session, first_ts)
+SELECT d, s, 'epoch'::timestamptz + t * interval '1 millisecond'
+FROM unnest($",
+            $d,
+            "::text[], $",
+            $s,
+            "::text[], $",
+            $t,
+            "::int8[]) AS u(d, s, t)
+ON CONFLICT (device_id, session) DO UPDATE SET first_ts = excluded.first_ts
+WHERE excluded.first_ts < device_sessions.first_ts"
+        )
+    };
+}
+
+macro_rules! insert_dead_letters_sql {
+    ($r:literal, $t:literal, $d:literal, $p:literal, $pb:literal, $fi:literal, $rc:literal,
+     $rs:literal) => {
+        concat!(
+            "INSERT INTO dead_letters
     (received_at, topic, device_id, payload, payload_bytes, frame_index, reason_code, reason)
 SELECT 'epoch'::timestamptz + r * interval '1 millisecond', t, d, p, pb, fi, rc, rs
-FROM unnest($1::int8[], $2::text[], $3::text[], $4::bytea[], $5::int4[], $6::int4[],
-            $7::text[], $8::text[])
-     AS u(r, t, d, p, pb, fi, rc, rs)";
+FROM unnest($",
+            $r,
+            "::int8[], $",
+            $t,
+            "::text[], $",
+            $d,
+            "::text[], $",
+            $p,
+            "::bytea[], $",
+            $pb,
+            "::int4[], $",
+            $fi,
+            "::int4[], $",
+            $rc,
+            "::text[], $",
+            $rs,
+            "::text[])
+     AS u(r, t, d, p, pb, fi, rc, rs)"
+        )
+    };
+}
+
+const INSERT_UNNEST: &str = insert_unnest_sql!();
+const UPSERT_SESSIONS: &str = upsert_sessions_sql!(1, 2, 3, 4, 5, 6);
+const REGISTER_DEVICE_SESSIONS: &str = register_device_sessions_sql!(1, 2, 3);
+const INSERT_DEAD_LETTERS: &str = insert_dead_letters_sql!(1, 2, 3, 4, 5, 6, 7, 8);
+
+/// A whole [`WriteSet`] in one statement: data-modifying CTEs for the rows beside the points.
+/// One statement is atomic by itself, so a batch with session events or dead letters costs one
+/// round trip, as one of points alone does, instead of BEGIN, three or four INSERTs and COMMIT
+/// (a device sending garbage puts a dead letter in nearly every batch). Its command tag counts
+/// the telemetry rows only, as the points-only INSERT's does.
+const WRITE_ALL: &str = concat!(
+    "WITH registered AS (",
+    register_device_sessions_sql!(12, 13, 14),
+    "), sessions_upserted AS (",
+    upsert_sessions_sql!(15, 16, 17, 18, 19, 20),
+    "), dead_letters_inserted AS (",
+    insert_dead_letters_sql!(21, 22, 23, 24, 25, 26, 27, 28),
+    ")\n",
+    insert_unnest_sql!()
+);
 
 /// The columns of a [`PointRow`]. Converted columns are named apart from the table's: ORDER BY
 /// takes a bare name for an output column first, and ordering by the converted `ts` could not
@@ -93,10 +183,20 @@ ORDER BY ts, seq, device_id
 LIMIT $5"
 );
 
+/// The latest point among the device's three most recently begun sessions: each one's newest
+/// point is a scan of its primary-key range (a roast's points), from its first ts on. That is
+/// the device's latest point unless more than three of its sessions interleave in time, which a
+/// roaster running one roast at a time never does.
 const SELECT_LATEST: &str = concat!(
     "SELECT ",
     point_columns!(),
-    " FROM telemetry WHERE device_id = $1 ORDER BY ts DESC, seq DESC LIMIT 1"
+    " FROM (SELECT session AS candidate, first_ts AS since FROM device_sessions
+      WHERE device_id = $1 ORDER BY first_ts DESC LIMIT 3) c
+CROSS JOIN LATERAL (
+    SELECT * FROM telemetry t
+    WHERE t.device_id = $1 AND t.session = c.candidate AND t.ts >= c.since
+    ORDER BY t.ts DESC, t.seq DESC LIMIT 1) p
+ORDER BY ts DESC, seq DESC LIMIT 1"
 );
 
 const SELECT_SESSIONS: &str = "SELECT device_id, session,
@@ -150,6 +250,7 @@ pub struct PgStore {
     /// its own statement timeout.
     write_deadline: Duration,
     acquire_timeout: Duration,
+    registry: Arc<Registry>,
 }
 
 impl PgStore {
@@ -189,6 +290,7 @@ impl PgStore {
                 cfg.acquire_timeout_ms + cfg.statement_timeout_ms + 1000,
             ),
             acquire_timeout: Duration::from_millis(cfg.acquire_timeout_ms),
+            registry: Arc::default(),
         })
     }
 
@@ -237,30 +339,38 @@ impl PgStore {
     }
 
     pub(crate) async fn write_set(&self, set: &WriteSet<'_>) -> Result<WriteOutcome, StoreError> {
+        let mut new_pairs = self.registry.unregistered(set.points);
+        // A fixed order, so that two replicas registering the same pairs cannot deadlock.
+        new_pairs.sort_unstable();
         deadline(self.write_deadline, "write", async {
-            // Most batches hold only points. One INSERT is atomic on its own, so it needs no
-            // BEGIN/COMMIT: one round trip instead of three, which on a busy machine is most
-            // of the write's latency.
-            if set.sessions.is_empty()
-                && set.dead_letters.is_empty()
-                && self.strategy == WriteStrategy::Unnest
-            {
+            // One statement is atomic on its own, so it needs no BEGIN/COMMIT: one round trip
+            // instead of three or more, which on a busy machine is most of the write's latency.
+            // Most batches hold only points of sessions already registered: the plain INSERT.
+            if self.strategy == WriteStrategy::Unnest {
                 let mut conn = self.pool.acquire().await.map_err(StoreError::pg)?;
-                let inserted = insert_unnest(&mut conn, set.points).await?;
+                let inserted = if set.sessions.is_empty()
+                    && set.dead_letters.is_empty()
+                    && new_pairs.is_empty()
+                {
+                    insert_unnest(&mut conn, set.points).await?
+                } else {
+                    write_all(&mut conn, set, &new_pairs).await?
+                };
+                self.registry.remember(&new_pairs);
                 return Ok(WriteOutcome::new(set.points.len(), inserted));
             }
+            // COPY needs a staging table, emptied at commit: a transaction.
             let mut tx = self.pool.begin().await.map_err(StoreError::pg)?;
+            register_device_sessions(&mut tx, &new_pairs).await?;
             let inserted = if set.points.is_empty() {
                 0
             } else {
-                match self.strategy {
-                    WriteStrategy::Unnest => insert_unnest(&mut tx, set.points).await?,
-                    WriteStrategy::Copy => insert_copy(&mut tx, set.points).await?,
-                }
+                insert_copy(&mut tx, set.points).await?
             };
             upsert_sessions(&mut tx, &set.sessions).await?;
             insert_dead_letters(&mut tx, &set.dead_letters).await?;
             tx.commit().await.map_err(StoreError::pg)?;
+            self.registry.remember(&new_pairs);
             Ok(WriteOutcome::new(set.points.len(), inserted))
         })
         .await
@@ -349,9 +459,11 @@ impl PgStore {
     }
 }
 
-async fn insert_unnest(conn: &mut PgConnection, points: &[Point]) -> Result<u64, StoreError> {
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+fn bind_points<'q>(query: PgQuery<'q>, points: &[Point]) -> PgQuery<'q> {
     let c = encode::UnnestColumns::from(points);
-    sqlx::query(INSERT_UNNEST)
+    query
         .bind(c.device_id)
         .bind(c.session)
         .bind(c.seq)
@@ -363,33 +475,17 @@ async fn insert_unnest(conn: &mut PgConnection, points: &[Point]) -> Result<u64,
         .bind(c.drum)
         .bind(c.extra)
         .bind(c.received_ms)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected())
-        .map_err(StoreError::pg)
 }
 
-async fn insert_copy(conn: &mut PgConnection, points: &[Point]) -> Result<u64, StoreError> {
-    let data = encode::copy_binary(points);
-    let mut copy = conn.copy_in_raw(COPY_STAGE).await.map_err(StoreError::pg)?;
-    if let Err(e) = copy.send(data).await {
-        // Leaves the connection usable; the transaction is rolled back by the caller anyway.
-        let _ = copy.abort("sending COPY data failed").await;
-        return Err(StoreError::pg(e));
-    }
-    copy.finish().await.map_err(StoreError::pg)?;
-    sqlx::query(INSERT_FROM_STAGE)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected())
-        .map_err(StoreError::pg)
+fn bind_pairs<'q>(query: PgQuery<'q>, pairs: &[NewPair<'_>]) -> PgQuery<'q> {
+    query
+        .bind(pairs.iter().map(|p| p.0).collect::<Vec<_>>())
+        .bind(pairs.iter().map(|p| p.1).collect::<Vec<_>>())
+        .bind(pairs.iter().map(|p| p.2).collect::<Vec<_>>())
 }
 
-async fn upsert_sessions(conn: &mut PgConnection, rows: &[SessionRow]) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(UPSERT_SESSIONS)
+fn bind_sessions<'q>(query: PgQuery<'q>, rows: &[SessionRow]) -> PgQuery<'q> {
+    query
         .bind(
             rows.iter()
                 .map(|r| r.device_id.as_str())
@@ -404,20 +500,10 @@ async fn upsert_sessions(conn: &mut PgConnection, rows: &[SessionRow]) -> Result
                 .collect::<Vec<_>>(),
         )
         .bind(rows.iter().map(|r| r.updated_ms).collect::<Vec<_>>())
-        .execute(conn)
-        .await
-        .map(|_| ())
-        .map_err(StoreError::pg)
 }
 
-async fn insert_dead_letters(
-    conn: &mut PgConnection,
-    rows: &[DeadLetterRow<'_>],
-) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(INSERT_DEAD_LETTERS)
+fn bind_dead_letters<'q>(query: PgQuery<'q>, rows: &[DeadLetterRow<'_>]) -> PgQuery<'q> {
+    query
         .bind(rows.iter().map(|r| r.received_ms).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.topic).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.device_id).collect::<Vec<_>>())
@@ -426,10 +512,80 @@ async fn insert_dead_letters(
         .bind(rows.iter().map(|r| r.frame_index).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.reason_code).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.reason).collect::<Vec<_>>())
+}
+
+/// Runs `query`; its command tag's row count.
+async fn execute(conn: &mut PgConnection, query: PgQuery<'_>) -> Result<u64, StoreError> {
+    query
         .execute(conn)
         .await
-        .map(|_| ())
+        .map(|r| r.rows_affected())
         .map_err(StoreError::pg)
+}
+
+async fn insert_unnest(conn: &mut PgConnection, points: &[Point]) -> Result<u64, StoreError> {
+    execute(conn, bind_points(sqlx::query(INSERT_UNNEST), points)).await
+}
+
+/// [`WRITE_ALL`]: returns the points inserted.
+async fn write_all(
+    conn: &mut PgConnection,
+    set: &WriteSet<'_>,
+    pairs: &[NewPair<'_>],
+) -> Result<u64, StoreError> {
+    let query = bind_points(sqlx::query(WRITE_ALL), set.points);
+    let query = bind_dead_letters(
+        bind_sessions(bind_pairs(query, pairs), &set.sessions),
+        &set.dead_letters,
+    );
+    execute(conn, query).await
+}
+
+async fn insert_copy(conn: &mut PgConnection, points: &[Point]) -> Result<u64, StoreError> {
+    let data = encode::copy_binary(points);
+    let mut copy = conn.copy_in_raw(COPY_STAGE).await.map_err(StoreError::pg)?;
+    if let Err(e) = copy.send(data).await {
+        // Leaves the connection usable; the transaction is rolled back by the caller anyway.
+        let _ = copy.abort("sending COPY data failed").await;
+        return Err(StoreError::pg(e));
+    }
+    copy.finish().await.map_err(StoreError::pg)?;
+    execute(conn, sqlx::query(INSERT_FROM_STAGE)).await
+}
+
+async fn upsert_sessions(conn: &mut PgConnection, rows: &[SessionRow]) -> Result<(), StoreError> {
+    if !rows.is_empty() {
+        execute(conn, bind_sessions(sqlx::query(UPSERT_SESSIONS), rows)).await?;
+    }
+    Ok(())
+}
+
+async fn register_device_sessions(
+    conn: &mut PgConnection,
+    pairs: &[NewPair<'_>],
+) -> Result<(), StoreError> {
+    if !pairs.is_empty() {
+        execute(
+            conn,
+            bind_pairs(sqlx::query(REGISTER_DEVICE_SESSIONS), pairs),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_dead_letters(
+    conn: &mut PgConnection,
+    rows: &[DeadLetterRow<'_>],
+) -> Result<(), StoreError> {
+    if !rows.is_empty() {
+        execute(
+            conn,
+            bind_dead_letters(sqlx::query(INSERT_DEAD_LETTERS), rows),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Runs `fut`, or gives up after `limit` with [`StoreError::Timeout`].

@@ -254,3 +254,67 @@ async fn an_unreachable_server_is_unavailability() {
     let err = PgStore::connect("not a url", &cfg).unwrap_err();
     assert!(!err.is_unavailable());
 }
+
+#[tokio::test]
+async fn upgrading_from_the_device_index_keeps_every_latest_point() {
+    if !testkit::require(
+        Server::Postgres,
+        "upgrading_from_the_device_index_keeps_every_latest_point",
+    ) {
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations/postgres");
+    let migrator = sqlx::migrate::Migrator::new(std::path::Path::new(migrations))
+        .await
+        .unwrap();
+    migrator.run_to(1, &pool).await.unwrap();
+    let t = base_ms();
+    // Written by a version that looked the latest point up by telemetry_device_ts.
+    sqlx::query(
+        "INSERT INTO telemetry (device_id, session, seq, ts, received_at)
+         SELECT d, s, q, 'epoch'::timestamptz + (t * interval '1 millisecond'), now()
+         FROM (VALUES ('r-1', 's-1', 1, $1::int8), ('r-1', 's-2', 1, $1 + 5000),
+                      ('r-1', 's-2', 2, $1 + 6000), ('r-2', 's-1', 7, $1 + 100)) v(d, s, q, t)",
+    )
+    .bind(t)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let store = PgStore::connect(&db.url, &PostgresConfig::default()).unwrap();
+    store.migrate().await.unwrap();
+    let latest = |device: &'static str| {
+        let store = store.clone();
+        async move {
+            let p = store.latest(device).await.unwrap().unwrap();
+            (p.session, p.seq)
+        }
+    };
+    assert_eq!(latest("r-1").await, ("s-2".to_owned(), 2));
+    assert_eq!(latest("r-2").await, ("s-1".to_owned(), 7));
+    let index: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('telemetry_device_ts')::text")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(index, None, "the per-point device index is gone");
+
+    // Another process, knowing none of the pairs, registers them again: an earlier point moves
+    // the session's first_ts back, and the answer stays the same.
+    let replica = PgStore::connect(&db.url, &PostgresConfig::default()).unwrap();
+    replica
+        .write(&points(vec![point("r-1", "s-2", 0, t + 4000)]))
+        .await
+        .unwrap();
+    let first: i64 = sqlx::query_scalar(
+        "SELECT (extract(epoch from first_ts) * 1000)::int8 FROM device_sessions
+         WHERE device_id = 'r-1' AND session = 's-2'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(first, t + 4000);
+    assert_eq!(latest("r-1").await, ("s-2".to_owned(), 2));
+}

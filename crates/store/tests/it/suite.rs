@@ -58,6 +58,7 @@ storage_suite!(
     session_listing_filters_and_orders,
     telemetry_ranges_and_ordering,
     latest_point_of_a_device,
+    latest_point_follows_the_device_from_session_to_session,
     session_summaries_include_points_without_start,
     dead_letters_round_trip_and_prune,
     empty_and_partial_batches,
@@ -440,6 +441,56 @@ async fn latest_point_of_a_device(store: &Store) {
     store.write(&batch).await.unwrap();
     assert_eq!(store.latest("r-1").await.unwrap(), Some(newest));
     assert_eq!(store.latest("r-3").await.unwrap(), None);
+}
+
+async fn latest_point_follows_the_device_from_session_to_session(store: &Store) {
+    let t = base_ms();
+    let roast_1_last = point("r-1", "s-1", 3, t + 3000);
+    store
+        .write(&points(vec![point("r-1", "s-1", 1, t + 1000)]))
+        .await
+        .unwrap();
+    // Later writes of a session the store has seen before.
+    store
+        .write(&points(vec![
+            point("r-1", "s-1", 2, t + 2000),
+            roast_1_last.clone(),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.latest("r-1").await.unwrap(),
+        Some(roast_1_last.clone())
+    );
+
+    // The next roast has started but sent nothing yet; a late point of the first roast arrives.
+    store
+        .write(&sessions(vec![session_event(
+            "r-1",
+            "s-2",
+            SessionState::Start,
+            t + 10_000,
+            json!({}),
+        )]))
+        .await
+        .unwrap();
+    store
+        .write(&points(vec![point("r-1", "s-1", 0, t + 500)]))
+        .await
+        .unwrap();
+    assert_eq!(store.latest("r-1").await.unwrap(), Some(roast_1_last));
+
+    let roast_2_first = point("r-1", "s-2", 1, t + 10_500);
+    store
+        .write(&points(vec![roast_2_first.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(store.latest("r-1").await.unwrap(), Some(roast_2_first));
+
+    // Same ts: the higher seq is the later point.
+    let tie = point("r-1", "s-2", 2, t + 10_500);
+    store.write(&points(vec![tie.clone()])).await.unwrap();
+    assert_eq!(store.latest("r-1").await.unwrap(), Some(tie));
 }
 
 async fn session_summaries_include_points_without_start(store: &Store) {

@@ -140,6 +140,27 @@ async fn assert_in_postgres(store: &DurableStore, rounds: u64, dead_letters: usi
     assert_eq!(pg.dead_letters(1000).await.unwrap().len(), dead_letters);
 }
 
+/// The replay commits a session's points in the order they arrived (oldest first, in chunks):
+/// the committing transaction's id never goes down as `seq` goes up, from `first_seq` on.
+async fn assert_replayed_in_order(store: &DurableStore, first_seq: i64) {
+    let Store::Postgres(pg) = store.primary() else {
+        panic!("PostgreSQL is the primary");
+    };
+    let xids: Vec<i64> = sqlx::query_scalar(
+        "SELECT xmin::text::int8 FROM telemetry WHERE session = 's-1' AND seq >= $1 ORDER BY seq",
+    )
+    .bind(first_seq)
+    .fetch_all(pg.pool())
+    .await
+    .unwrap();
+    assert!(
+        xids.windows(2).all(|w| w[0] <= w[1]),
+        "replayed out of order: {xids:?}"
+    );
+    let chunks = xids.windows(2).filter(|w| w[0] < w[1]).count() + 1;
+    assert!(chunks > 1, "the replay should have taken several chunks");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outage_goes_to_the_fallback_and_is_replayed() {
     if !testkit::require(
@@ -176,6 +197,7 @@ async fn an_outage_goes_to_the_fallback_and_is_replayed() {
     server.start_server().await;
     wait_until_drained(&store).await;
     assert_in_postgres(&store, 8, 9).await;
+    assert_replayed_in_order(&store, 150).await;
 
     // New batches go to PostgreSQL again.
     let w = store.write(&batch(8)).await.unwrap();

@@ -36,6 +36,15 @@ enum Task {
     CleanTestDbs(CleanArgs),
     /// Runs the fuzz targets in `fuzz/` (installs cargo-fuzz if needed).
     Fuzz(FuzzArgs),
+    /// Runs the fault drills at full load (services/ingestion/tests/it/at_load.rs), one after
+    /// another on a release build: about a minute and a half each.
+    Drills(DrillArgs),
+}
+
+#[derive(Debug, Args)]
+struct DrillArgs {
+    /// Drills to run, by (part of) their test name (default: all), e.g. `kill_9 postgres`.
+    drills: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +100,7 @@ fn main() -> ExitCode {
         Task::Fuzz(args) => steps.run("fuzz", || {
             fuzz::run(Duration::from_secs(args.seconds), &args.targets)
         }),
+        Task::Drills(args) => steps.run("drills", || drills(&args.drills)),
     };
     steps.summary();
     match result {
@@ -231,6 +241,35 @@ impl TestRunner {
         c.args(extra);
         cmd::run(&mut c).context("tests failed (see above)")
     }
+}
+
+/// The drills are ignored tests: a release build carries the load, and one at a time (nextest's
+/// `--no-capture` runs tests serially) keeps each drill's figures its own. Each prints its row of
+/// the table in docs/reliability.md.
+fn drills(names: &[String]) -> Result<()> {
+    servers::ensure()?;
+    let filter = if names.is_empty() {
+        "test(/^at_load::/)".to_owned()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("test(/^at_load::.*{n}/)"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    cmd::run(cmd::cargo().args([
+        "nextest",
+        "run",
+        "--release",
+        "-p",
+        "ingestion",
+        "--run-ignored",
+        "only",
+        "--no-capture",
+        "-E",
+        &filter,
+    ]))
+    .context("a drill failed")
 }
 
 /// nextest does not run doc-tests; `cargo test --doc` does.

@@ -354,7 +354,18 @@ pub async fn start_process(
     client_id: &str,
     extra_env: &[(&str, &str)],
 ) -> Process {
-    let port = testkit::free_port();
+    start_process_at(testkit::free_port(), mqtt, pg, data, client_id, extra_env).await
+}
+
+/// [`start_process`] with its HTTP API on `port`: a restarted process keeps its address.
+pub async fn start_process_at(
+    port: u16,
+    mqtt: &str,
+    pg: &str,
+    data: &std::path::Path,
+    client_id: &str,
+    extra_env: &[(&str, &str)],
+) -> Process {
     let child = Command::new(env!("CARGO_BIN_EXE_ingestion"))
         .env("SIMCORP_MQTT_URL", mqtt)
         .env("SIMCORP_MQTT_CLIENT_ID", client_id)
@@ -389,6 +400,17 @@ pub async fn start_process(
 }
 
 impl Process {
+    /// The most memory the process has had resident so far (the kernel's `VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let pid = self.child.id().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
     /// SIGKILL: no drain, no goodbye to the broker or the database.
     pub async fn kill(mut self) {
         self.child.start_kill().unwrap();

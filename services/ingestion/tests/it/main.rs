@@ -6,6 +6,7 @@
 mod helpers;
 
 mod api;
+mod at_load;
 mod bad_input;
 mod degraded;
 mod delivery;

@@ -4,9 +4,10 @@
 -- That index cost more than it served. Every point inserted one entry into it at its device's
 -- position: with 1000 roasters streaming, as many scattered pages kept dirty as the primary key
 -- itself keeps. The kernel writes dirty pages back in bursts (dirty_expire, 30 s), and each burst
--- stalled the WAL fsync that every acknowledgement waits on, for 200-300 ms with the index and
--- 50-120 ms without: p95 13.4 ms against 8.5 ms over the 5-minute load run at 10,000 points/s
--- (README, "Measuring"). The only query it served is a cache miss of GET /devices/{id}/latest.
+-- stalled the WAL fsync that every acknowledgement waits on, for 200-300 ms with the index,
+-- less often and mostly shorter without: p95 13.4 ms against 5.6-8.5 ms over 5-minute load runs
+-- at 10,000 points/s (README, "Measuring"). The only query it served is a cache miss of
+-- GET /devices/{id}/latest.
 --
 -- A row here is written once per (device, session), in the same transaction as the session's
 -- first points (the store remembers which pairs it has registered), so the table stays as small

@@ -139,16 +139,32 @@ async fn until_fault(start: Instant) {
 
 /// Asserts that nothing was lost or stored twice, and prints the drill's row.
 fn judge(drill: &str, report: &Report, fault_over_ms: i64, peak_rss: u64, note: &str) {
+    judge_with_loss(drill, report, fault_over_ms, peak_rss, note, 0);
+}
+
+/// [`judge`] for a fault that may lose up to `loss_allowed` points: a broker crash.
+fn judge_with_loss(
+    drill: &str,
+    report: &Report,
+    fault_over_ms: i64,
+    peak_rss: u64,
+    note: &str,
+    loss_allowed: u64,
+) {
     let (p, t) = (&report.publish, &report.verification.tally);
     let text = report.render();
     assert!(
         p.all_acked,
         "{drill}: not every publish was acknowledged\n{text}"
     );
-    assert_eq!(t.lost, 0, "{drill}\n{text}");
+    assert!(t.lost <= loss_allowed, "{drill}\n{text}");
     assert_eq!(t.duplicated, 0, "{drill}\n{text}");
     assert_eq!(t.unexpected, 0, "{drill}\n{text}");
-    assert_eq!(t.stored_distinct, p.points_published, "{drill}\n{text}");
+    assert_eq!(
+        t.stored_distinct + t.lost,
+        p.points_published,
+        "{drill}\n{text}"
+    );
     let recovery = match recovered_after(report, fault_over_ms) {
         Some(s) => format!("p95 < 10 ms again within {} s", s.ceil()),
         None => "p95 not under 10 ms again before the run ended".to_owned(),
@@ -290,6 +306,36 @@ async fn mosquitto_restarted() {
         back,
         a.peak_rss,
         &format!("{} reconnects of the harness", report.publish.reconnects),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[ignore = "a minute at full load on a release build: cargo xtask drills"]
+async fn mosquitto_killed() {
+    let mut stack = Stack::start().await;
+    let mut a = stack.replica("ingestion").await;
+    let start = Instant::now();
+    let harness = stack.harness(&a.http());
+    until_fault(start).await;
+    // SIGKILL: Mosquitto keeps its state in memory and writes it every `autosave_interval`
+    // (1 s in the project config). What it acknowledged to devices since then, and had not yet
+    // delivered to ingestion, dies with it: no subscriber can prevent that loss, so the drill
+    // bounds it (two autosave intervals of the whole load) and reports it.
+    stack.broker.kill().await;
+    stack.broker.restart().await;
+    let back = model::now_ms();
+    let report = harness.await.unwrap();
+    a.terminate().await;
+    judge_with_loss(
+        "Mosquitto killed (`kill -9`) and started again",
+        &report,
+        back,
+        a.peak_rss,
+        &format!(
+            "what a crash loses is the broker's (see below); {} reconnects of the harness",
+            report.publish.reconnects
+        ),
+        2 * RATE,
     );
 }
 

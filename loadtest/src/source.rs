@@ -1,4 +1,4 @@
-//! Where a session's readings come from: the simulation engine (`sim_twin::engine`, one roast
+//! Where a session's readings come from: the simulation engine (`sim_engine`, one roast
 //! per session with its own seed, profile and batch), recorded Artisan roasts (`--replay`), or a
 //! synthetic curve (cheapest: for runs where the harness must spend nothing on readings).
 //!
@@ -16,7 +16,7 @@ use model::Channels;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
-use sim_twin::engine::{RoastConfig, Simulation, builtin_profiles};
+use sim_engine::{RoastConfig, Simulation, builtin_profiles};
 
 use crate::Error;
 use crate::alog::{self, RoastLog};
@@ -364,7 +364,7 @@ mod tests {
         let first: Vec<Channels> = (0..2000).map(|_| a.next_channels()).collect();
         // The session's first roast, sample for sample, up to its drop; then its next roast.
         let roast = |round| {
-            sim_twin::engine::simulate(&engine_roast(7, 0, round))
+            sim_engine::simulate(&engine_roast(7, 0, round))
                 .unwrap()
                 .samples
         };

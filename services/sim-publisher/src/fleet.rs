@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use model::{Channels, Point, SessionEvent, SessionState, Topic, TopicKind};
 use mqtt::{Publisher, QoS};
-use sim_twin::engine::{Profile, RoastConfig, Simulation, builtin_profiles};
+use sim_engine::{Profile, RoastConfig, Simulation, builtin_profiles};
 
 /// What a fleet is: how many roasters, which roasts, how fast.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -4,7 +4,7 @@
 //! engine's own roast events as ground truth. `simcorp up` starts a small default fleet so a
 //! newcomer sees live roasts at once; the HTTP API starts, inspects and stops fleets.
 //!
-//! Not here: the physics (`sim_twin::engine`) or load measurement (the `loadtest` harness).
+//! Not here: the physics (`sim_engine`) or load measurement (the `loadtest` harness).
 
 mod api;
 mod config;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use kit::http::ApiError;
 
-use crate::engine::{self, Event, Profile, RoastConfig, Sample};
+use sim_engine::{self as engine, Event, Profile, RoastConfig, Sample};
 
 #[derive(Clone)]
 pub(crate) struct AppState {

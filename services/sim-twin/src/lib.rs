@@ -1,20 +1,10 @@
-//! sim-twin: a deterministic simulation of a drum roaster — the roasts the rest of the platform
-//! is developed, tested and load-tested against — and an HTTP service over it.
+//! sim-twin: the roaster simulation as an HTTP service. `POST /simulate` returns a whole roast of
+//! the deterministic engine (`sim_engine`: curve, controls and the engine's own events, the ground
+//! truth that inferred events are scored against); `GET /profiles` lists the built-in profiles.
 //!
-//! [`engine`] is the simulation itself: a lumped heat-transfer model of a 5 kg-class drum
-//! roaster (burner, airflow, drum speed, batch, moisture; BT, ET and rate of rise as the probes
-//! read them) that roasts a [`engine::Profile`] of control steps and knows when its own events
-//! happen (charge, turning point, dry end, first crack, drop), so inferred events can be scored
-//! against ground truth. The same inputs and seed give the same roast, byte for byte. The
-//! sim-publisher service and the load harness drive it sample by sample
-//! ([`engine::Simulation`]); this service returns whole roasts (`POST /simulate`) and the built-in
-//! profiles (`GET /profiles`).
-//!
-//! Not here: publishing over MQTT (sim-publisher), inferring events from telemetry
-//! (event-inference), or controlling a real roaster. The model is plausible, not predictive: it
-//! is calibrated to look like real roasts, not to stand in for a particular machine.
-
-pub mod engine;
+//! Not here: the physics (crate `sim-engine`, which sim-publisher, the load harness and the
+//! benchmarks use directly), publishing over MQTT (sim-publisher), inferring events from
+//! telemetry (event-inference), or controlling a real roaster.
 
 mod api;
 mod config;

@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sim_twin::engine::{Event, EventKind, Profile, RoastConfig, Sample, builtin_profile, simulate};
+use sim_engine::{Event, EventKind, Profile, RoastConfig, Sample, builtin_profile, simulate};
 
 use crate::helpers::TestApp;
 
@@ -163,7 +163,7 @@ async fn profiles_are_listed() {
     let (status, body) = app.get("/profiles").await;
     assert_eq!(status, StatusCode::OK);
     let profiles: Vec<Profile> = serde_json::from_str(&body).unwrap();
-    assert_eq!(profiles, sim_twin::engine::builtin_profiles());
+    assert_eq!(profiles, sim_engine::builtin_profiles());
     app.stop().await;
 }
 

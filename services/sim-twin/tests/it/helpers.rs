@@ -1,9 +1,8 @@
-//! Spawning the service and talking to it; small facts about roasts.
+//! Spawning the service and talking to it.
 
 use std::net::SocketAddr;
 
 use sim_twin::Config;
-use sim_twin::engine::{Event, EventKind, Roast, RoastConfig, builtin_profile};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -68,32 +67,4 @@ impl TestApp {
             task.await.unwrap().unwrap();
         }
     }
-}
-
-/// The default roast with `profile`, `seed` and `batch_g`.
-pub fn config(profile: &str, seed: u64, batch_g: f64) -> RoastConfig {
-    RoastConfig {
-        profile: builtin_profile(profile).unwrap(),
-        seed,
-        batch_g,
-        ..RoastConfig::default()
-    }
-}
-
-pub fn event(roast: &Roast, kind: EventKind) -> Event {
-    *roast
-        .events
-        .iter()
-        .find(|e| e.kind == kind)
-        .unwrap_or_else(|| panic!("no {kind:?} in {:?}", roast.events))
-}
-
-/// The RoR of the first sample at or after `t_ms`.
-pub fn ror_at(roast: &Roast, t_ms: u64) -> f64 {
-    roast
-        .samples
-        .iter()
-        .find(|s| s.t_ms >= t_ms)
-        .unwrap_or_else(|| panic!("no sample at or after {t_ms} ms"))
-        .ror
 }

@@ -5,10 +5,10 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sim_twin::engine::{RoastConfig, Simulation, simulate};
+use sim_engine::{RoastConfig, Simulation, simulate};
 
-fn sim_twin(c: &mut Criterion) {
-    let mut group = c.benchmark_group("sim_twin");
+fn sim_engine(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sim_engine");
 
     let config = RoastConfig::default();
     let samples = simulate(&config).map(|r| r.samples.len()).unwrap_or(0) as u64;
@@ -44,5 +44,5 @@ fn sim_twin(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sim_twin);
+criterion_group!(benches, sim_engine);
 criterion_main!(benches);

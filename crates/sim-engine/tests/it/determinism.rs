@@ -1,9 +1,9 @@
 //! The same inputs and seed give the same roast, byte for byte; the seed alone varies it; how
 //! often it is sampled does not change it.
 
-use sim_twin::engine::{EventKind, RoastConfig, Simulation, simulate};
+use sim_engine::{EventKind, RoastConfig, Simulation, simulate};
 
-use crate::helpers::config;
+use crate::config;
 
 fn json(config: &RoastConfig) -> String {
     serde_json::to_string(&simulate(config).unwrap()).unwrap()

@@ -3,9 +3,9 @@
 
 use std::ops::RangeInclusive;
 
-use sim_twin::engine::{EventKind, NOMINAL_BATCH_G, Roast, builtin_profiles, simulate};
+use sim_engine::{EventKind, NOMINAL_BATCH_G, Roast, builtin_profiles, simulate};
 
-use crate::helpers::{config, event, ror_at};
+use crate::{config, event, ror_at};
 
 const MIN: u64 = 60_000;
 const SEEDS: std::ops::Range<u64> = 0..8;

@@ -1,5 +1,17 @@
-//! The simulation engine: a roast of a 5 kg-class drum roaster, from charge to drop, sampled the
-//! way a roaster's logger samples it.
+//! A deterministic simulation of a 5 kg-class drum roaster: the roasts the rest of the platform
+//! is developed, tested and load-tested against. A lumped heat-transfer model (burner, airflow,
+//! drum speed, batch, moisture; BT, ET and rate of rise as the probes read them) roasts a
+//! [`Profile`] of control steps and knows when its own events happen (charge, turning point, dry
+//! end, first crack, drop), so inferred events can be scored against ground truth.
+//!
+//! Used by sim-twin (whole roasts over HTTP), sim-publisher (simulated roasters publishing over
+//! MQTT), the load harness and the benchmarks — each depends on this crate, not on a service.
+//!
+//! Not here: a clock, I/O, async, or anything about MQTT and HTTP — the engine is pure, so the
+//! same [`RoastConfig`] always gives the same bytes. The model is plausible, not predictive: it
+//! is calibrated to look like real roasts, not to stand in for a particular machine.
+//!
+//! ## A roast, sampled the way a roaster's logger samples it
 //!
 //! ```text
 //! RoastConfig ─▶ Simulation::new ─▶ next_sample() … next_sample() ─▶ None   (after the drop)

@@ -1,6 +1,6 @@
 //! The engine's inputs: what it refuses and why, and roasts driven by custom profiles.
 
-use sim_twin::engine::{
+use sim_engine::{
     ControlStep, EventKind, Profile, RoastConfig, SimError, Simulation, builtin_profiles, simulate,
 };
 
@@ -94,7 +94,7 @@ fn a_custom_profile_drives_the_roast() {
     }
     // More heat than the built-in medium: a faster roast.
     let medium = simulate(&RoastConfig::default()).unwrap();
-    let fc = |r: &sim_twin::engine::Roast| {
+    let fc = |r: &sim_engine::Roast| {
         r.events
             .iter()
             .find(|e| e.kind == EventKind::FirstCrack)

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use sim_twin::engine::{Roast, RoastConfig, simulate};
+use sim_engine::{Roast, RoastConfig, simulate};
 
-use crate::helpers::config;
+use crate::config;
 
 #[test]
 fn golden_roasts_are_unchanged() {

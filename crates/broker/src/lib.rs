@@ -30,6 +30,14 @@
 //! loses every session), authentication and authorisation (credentials are ignored), TLS,
 //! WebSockets, `$SYS` topics.
 //!
+//! # Its scope is frozen
+//!
+//! The list above is complete by decision, not yet-to-do: the broker serves the zero-install
+//! `simcorp up` and the tests of the embedded path, and that needs nothing more. A feature the
+//! platform needs from a broker (MQTT 5 session expiry, TLS, authentication, persistence, a
+//! cluster) is a reason to run Mosquitto, EMQX, HiveMQ or VerneMQ — which every deployment does —
+//! never a reason to grow this one. Fixes for loss, panics or contract deviations are welcome.
+//!
 //! # Flow control and backpressure
 //!
 //! Each session sends at most [`Config::max_inflight`] unacknowledged QoS 1 messages; the

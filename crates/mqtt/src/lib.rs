@@ -5,8 +5,9 @@
 //! How the subscriber keeps "nothing acknowledged is lost":
 //! - **Persistent session**: `clean_session = false` with a stable client id, so the broker keeps
 //!   our subscriptions and every unacknowledged message while we are away (restart, crash).
-//! - **Manual acks**: rumqttc would otherwise PUBACK on receipt. We PUBACK only when the
-//!   pipeline reports the message's records committed (see [`MqttAcker`]).
+//! - **Manual acks**: rumqttc would otherwise PUBACK on receipt. [`MqttAcker`] PUBACKs only the
+//!   tokens it is given; the caller (ingestion) gives it a message's token once its records are
+//!   committed. This crate knows nothing of what "committed" means.
 //! - **Connection epochs**: a PUBACK names a packet id, which is only meaningful on the connection
 //!   that received it. Each (re)connection starts a new epoch; a token from an older epoch is not
 //!   sent, because the broker redelivers that message on the new connection anyway (and the

@@ -59,7 +59,7 @@ impl Connection {
 }
 
 /// A persistent-session, manual-ack subscription, not yet running. The client exists from
-/// [`Subscriber::new`] on, so the acker can be handed to the pipeline before messages flow.
+/// [`Subscriber::new`] on, so the acker can be handed out before messages flow.
 pub struct Subscriber {
     client: AsyncClient,
     eventloop: rumqttc::EventLoop,
@@ -111,7 +111,7 @@ impl Subscriber {
         })
     }
 
-    /// Acknowledges committed messages; give it to the pipeline.
+    /// Acknowledges messages, by their tokens, when the caller says so.
     pub fn acker(&self) -> MqttAcker {
         MqttAcker {
             client: self.client.clone(),
@@ -299,20 +299,21 @@ impl PollLoop {
     }
 }
 
-/// Sends PUBACKs for committed messages, in the order the pipeline releases them.
+/// Sends PUBACKs for the messages it is given tokens of, in that order.
 #[derive(Debug, Clone)]
 pub struct MqttAcker {
     client: AsyncClient,
     connection: Arc<Connection>,
 }
 
-impl pipeline::Acker<AckToken> for MqttAcker {
-    async fn ack(&mut self, tokens: Vec<AckToken>) {
+impl MqttAcker {
+    /// Sends the PUBACKs of `tokens`, in the order given. Tokens received on an earlier
+    /// connection are skipped: the broker redelivers those messages on this one.
+    pub async fn ack(&mut self, tokens: Vec<AckToken>) {
         let epoch = self.connection.epoch();
         let mut stale = 0u64;
         for token in tokens {
             if token.epoch != epoch {
-                // Received on an earlier connection: the broker redelivers it on this one.
                 stale += 1;
                 continue;
             }

@@ -84,7 +84,11 @@ pub async fn run(
         store: store.clone(),
         cache_updates: cache_tx,
     });
-    let (intake, pipeline) = pipeline::start(config.pipeline.clone(), sink, subscriber.acker());
+    let (intake, pipeline) = pipeline::start(
+        config.pipeline.clone(),
+        sink,
+        sink::BrokerAcks(subscriber.acker()),
+    );
 
     let decoder = handler::Decoder {
         limits: settings.limits(),

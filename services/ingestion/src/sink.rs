@@ -1,4 +1,5 @@
-//! The pipeline's sink: the durable store, then (best effort, off the critical path) the cache.
+//! The pipeline's two ends: the sink (the durable store, then — best effort, off the critical
+//! path — the cache) and the acker (PUBACKs to the broker).
 
 use tokio::sync::mpsc;
 
@@ -33,5 +34,15 @@ pub(crate) async fn run_cache_updates(cache: cache::Cache, mut rx: mpsc::Receive
     while let Some(update) = rx.recv().await {
         // Failures are counted and logged (on change) by the cache itself.
         let _ = cache.apply(&update).await;
+    }
+}
+
+/// The pipeline hands committed messages' tokens here, in receive order; MQTT sends their
+/// PUBACKs. (The mqtt crate knows nothing of the pipeline, nor the pipeline of MQTT.)
+pub(crate) struct BrokerAcks(pub(crate) mqtt::MqttAcker);
+
+impl pipeline::Acker<mqtt::AckToken> for BrokerAcks {
+    async fn ack(&mut self, tokens: Vec<mqtt::AckToken>) {
+        self.0.ack(tokens).await;
     }
 }

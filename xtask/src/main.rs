@@ -36,8 +36,8 @@ enum Task {
     CleanTestDbs(CleanArgs),
     /// Runs the fuzz targets in `fuzz/` (installs cargo-fuzz if needed).
     Fuzz(FuzzArgs),
-    /// Runs the fault drills at full load (services/ingestion/tests/it/at_load.rs), one after
-    /// another on a release build: about a minute and a half each.
+    /// Runs the fault drills at full load (every service's `tests/drills`), one after another on
+    /// a release build: about a minute and a half each.
     Drills(DrillArgs),
 }
 
@@ -243,32 +243,36 @@ impl TestRunner {
     }
 }
 
-/// The drills are ignored tests: a release build carries the load, and one at a time (nextest's
+/// The drills are a test binary of their own (`tests/drills`) that runs only with
+/// `SIMCORP_DRILLS=1`: a release build carries the load, and one at a time (nextest's
 /// `--no-capture` runs tests serially) keeps each drill's figures its own. Each prints its row of
 /// the table in docs/reliability.md.
 fn drills(names: &[String]) -> Result<()> {
     servers::ensure()?;
     let filter = if names.is_empty() {
-        "test(/^at_load::/)".to_owned()
+        "binary(drills)".to_owned()
     } else {
-        names
+        let names = names
             .iter()
-            .map(|n| format!("test(/^at_load::.*{n}/)"))
+            .map(|n| format!("test(/{n}/)"))
             .collect::<Vec<_>>()
-            .join(" | ")
+            .join(" | ");
+        format!("binary(drills) & ({names})")
     };
-    cmd::run(cmd::cargo().args([
-        "nextest",
-        "run",
-        "--release",
-        "-p",
-        "ingestion",
-        "--run-ignored",
-        "only",
-        "--no-capture",
-        "-E",
-        &filter,
-    ]))
+    cmd::run(
+        cmd::cargo()
+            .args([
+                "nextest",
+                "run",
+                "--release",
+                "--workspace",
+                "--ignore-default-filter",
+                "--no-capture",
+                "-E",
+                &filter,
+            ])
+            .env("SIMCORP_DRILLS", "1"),
+    )
     .context("a drill failed")
 }
 

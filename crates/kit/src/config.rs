@@ -19,30 +19,14 @@ use serde::de::DeserializeOwned;
 /// The environment variable prefix of every setting.
 pub const ENV_PREFIX: &str = "SIMCORP_";
 
-/// Every section of the platform's configuration. One file (and one environment) may configure
-/// all services, so a service ignores the sections of others — but a section that belongs to no
-/// service at all is a typo, and is reported as one.
-pub const PLATFORM_SECTIONS: &[&str] = &[
-    "log",
-    "runtime",
-    "mqtt",
-    "postgres",
-    "sqlite",
-    "store",
-    "redis",
-    "pipeline",
-    "broker",
-    "ingestion",
-    "sim_twin",
-    "sim_publisher",
-    "driver_bridge",
-    "event_inference",
-    "analytics",
-    "eval",
-    "report_worker",
-    "dispatcher",
-    "company_kernel",
-    "command",
+/// The sections of the platform's configuration that belong to no one service: those of the
+/// shared crates (`[mqtt]`, `[postgres]`, …), the process (`[log]`, `[runtime]`), the embedded
+/// broker of `simcorp up` and the load harness. One file (and one environment) may configure all
+/// services, so every program accepts these whether it reads them or not. Each service's own
+/// section comes from the service itself (`kit::service::Service::SECTION`), and the list of all
+/// of them from the `simcorp` command's registry ([`Sources::services`]).
+pub const SHARED_SECTIONS: &[&str] = &[
+    "log", "runtime", "mqtt", "postgres", "sqlite", "store", "redis", "pipeline", "broker",
     "loadtest",
 ];
 
@@ -59,6 +43,12 @@ pub struct Sources {
     pub file: Option<PathBuf>,
     /// Explicit overrides (command-line flags) as dotted keys, applied last.
     pub overrides: Vec<(String, Value)>,
+    /// The sections of every service of the platform, when the caller knows them (the `simcorp`
+    /// command does, from its registry). Then a top-level section that is neither shared nor one
+    /// of these is an error. A service's own binary knows only its own section: another one is
+    /// taken for another service's and ignored, unless it is a near miss of a name this program
+    /// reads (`[postgress]`), which is an error too.
+    pub services: Option<Vec<&'static str>>,
 }
 
 impl Sources {
@@ -134,34 +124,83 @@ fn build<T: Serialize + Default>(
         check_file(&path)?;
         figment = figment.merge(Toml::file_exact(&path));
     }
-    figment = figment.merge(Environment::for_shape(&shape, vars)?);
+    figment = figment.merge(Environment::for_shape(
+        &shape,
+        vars,
+        sources.services.as_deref(),
+    )?);
     figment = figment.merge(Layer {
         name: "command-line flags",
         pairs: &sources.overrides,
     });
-    check_top_level(&figment, &shape)?;
+    check_top_level(&figment, &shape, sources.services.as_deref())?;
     Ok(figment)
 }
 
-/// Rejects top-level keys that neither this program nor any other part of the platform has.
-fn check_top_level(figment: &Figment, shape: &Value) -> Result<(), ConfigError> {
-    let known = |key: &str| {
-        PLATFORM_SECTIONS.contains(&key)
-            || PLATFORM_KEYS.contains(&key)
-            || shape.as_dict().is_some_and(|d| d.contains_key(key))
-    };
+/// Rejects top-level keys that neither this program nor any other part of the platform has (see
+/// [`Sources::services`] for what a program that does not know the whole platform accepts).
+fn check_top_level(
+    figment: &Figment,
+    shape: &Value,
+    services: Option<&[&'static str]>,
+) -> Result<(), ConfigError> {
+    let own: Vec<&str> = shape
+        .as_dict()
+        .map(|d| d.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let readable: Vec<&str> = SHARED_SECTIONS
+        .iter()
+        .chain(PLATFORM_KEYS)
+        .copied()
+        .chain(own.iter().copied())
+        .collect();
     let data = figment.data().map_err(Box::new)?;
-    if let Some(key) = data.values().flat_map(|d| d.keys()).find(|k| !known(k)) {
+    for key in data.values().flat_map(|d| d.keys()) {
+        let key = key.as_str();
+        if readable.contains(&key) || services.is_some_and(|s| s.contains(&key)) {
+            continue;
+        }
         let source = figment
             .find_metadata(key)
             .map(|m| format!(" (from {})", m.name))
             .unwrap_or_default();
-        return Err(ConfigError::Invalid(format!(
-            "unknown setting `{key}`{source}; sections are: {}",
-            PLATFORM_SECTIONS.join(", ")
-        )));
+        let message = match services {
+            Some(services) => {
+                let mut sections: Vec<&str> = SHARED_SECTIONS.to_vec();
+                sections.extend(services);
+                sections.sort_unstable();
+                sections.dedup();
+                format!(
+                    "unknown setting `{key}`{source}{}; sections are: {}",
+                    did_you_mean(key, &sections),
+                    sections.join(", ")
+                )
+            }
+            None => match near_miss(key, &readable) {
+                Some(near) => format!("unknown setting `{key}`{source}: did you mean `{near}`?"),
+                // Another service's section, in a file shared by the platform.
+                None => continue,
+            },
+        };
+        return Err(ConfigError::Invalid(message));
     }
     Ok(())
+}
+
+/// The known name `key` is most likely a misspelling of: at most two edits away.
+fn near_miss<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+        .filter(|(distance, k)| *distance <= 2 && *distance < k.len())
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn did_you_mean(key: &str, known: &[&str]) -> String {
+    near_miss(key, known)
+        .map(|k| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
 }
 
 /// Extracts one section of `figment` (its defaults when the section is absent) — for commands
@@ -234,32 +273,31 @@ struct Environment {
 }
 
 impl Environment {
+    /// Maps `SIMCORP_<SECTION>_<KEY>` onto the sections of `shape`, the shared sections and
+    /// `services`; within a section `shape` knows, onto its nested tables too
+    /// (`SIMCORP_INGESTION_HTTP_ADDR` is `[ingestion.http] addr`).
     fn for_shape(
         shape: &Value,
         vars: impl Iterator<Item = (String, String)>,
+        services: Option<&[&'static str]>,
     ) -> Result<Self, ConfigError> {
-        let (mut sections, mut scalars) = (Vec::new(), Vec::new());
-        if let Some(dict) = shape.as_dict() {
-            for (key, value) in dict {
-                if value.as_dict().is_some() {
-                    sections.push(key.clone());
-                } else {
-                    scalars.push(key.clone());
-                }
+        let empty = Dict::new();
+        let shape = shape.as_dict().unwrap_or(&empty);
+        let mut scalars: Vec<&str> = shape
+            .iter()
+            .filter(|(_, v)| v.as_dict().is_none())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        scalars.extend(PLATFORM_KEYS);
+        let mut sections: Vec<(&str, Option<&Dict>)> = shape
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), Some(v.as_dict()?))))
+            .collect();
+        for section in SHARED_SECTIONS.iter().chain(services.unwrap_or_default()) {
+            if !sections.iter().any(|(s, _)| s == section) {
+                sections.push((section, None));
             }
         }
-        for key in PLATFORM_KEYS {
-            if !scalars.iter().any(|s| s == key) {
-                scalars.push((*key).to_owned());
-            }
-        }
-        for section in PLATFORM_SECTIONS {
-            if !sections.iter().any(|s| s == section) {
-                sections.push((*section).to_owned());
-            }
-        }
-        // Longest first, so `sim_publisher_x` is not taken for a `sim` section.
-        sections.sort_by_key(|s| std::cmp::Reverse(s.len()));
 
         let mut dict = Dict::new();
         for (var, raw) in vars {
@@ -273,6 +311,14 @@ impl Environment {
                 Some(name) => (name.to_ascii_lowercase(), true),
                 None => (rest.to_ascii_lowercase(), false),
             };
+            let path = if scalars.contains(&name.as_str()) {
+                vec![name]
+            } else {
+                match key_path(&name, &sections) {
+                    Some(path) => path,
+                    None => continue,
+                }
+            };
             let value = if from_file {
                 let text =
                     std::fs::read_to_string(&raw).map_err(|source| ConfigError::SecretFile {
@@ -285,24 +331,38 @@ impl Environment {
             } else {
                 raw.parse::<Value>().unwrap_or_else(|never| match never {})
             };
-            if scalars.contains(&name) {
-                dict.insert(name, value);
-            } else if let Some(section) = sections.iter().find(|s| {
-                name.len() > s.len()
-                    && name.starts_with(s.as_str())
-                    && name.as_bytes()[s.len()] == b'_'
-            }) {
-                let key = name[section.len() + 1..].to_owned();
-                let entry = dict
-                    .entry(section.clone())
-                    .or_insert_with(|| Value::from(Dict::new()));
-                if let Value::Dict(_, inner) = entry {
-                    inner.insert(key, value);
-                }
+            if let Value::Dict(_, nested) = figment::util::nest(&path.join("."), value) {
+                merge_into(&mut dict, nested);
             }
         }
         Ok(Environment { dict })
     }
+}
+
+/// Where `name` (`ingestion_http_addr`) goes: the longest table name it starts with (so
+/// `sim_publisher_x` is not taken for a `sim` section), then, where the table's shape is known,
+/// the longest nested table within it, and so on; the rest is the key.
+fn key_path(name: &str, tables: &[(&str, Option<&Dict>)]) -> Option<Vec<String>> {
+    let (table, shape) = tables
+        .iter()
+        .filter(|(t, _)| {
+            name.len() > t.len() && name.starts_with(t) && name.as_bytes()[t.len()] == b'_'
+        })
+        .max_by_key(|(t, _)| t.len())?;
+    let rest = &name[table.len() + 1..];
+    let nested: Vec<(&str, Option<&Dict>)> = shape
+        .map(|d| {
+            d.iter()
+                .filter_map(|(k, v)| Some((k.as_str(), Some(v.as_dict()?))))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut path = vec![(*table).to_owned()];
+    match key_path(rest, &nested) {
+        Some(inner) => path.extend(inner),
+        None => path.push(rest.to_owned()),
+    }
+    Some(path)
 }
 
 impl Provider for Environment {
@@ -345,6 +405,14 @@ mod tests {
     #[serde(default, deny_unknown_fields)]
     struct Section {
         rate: u32,
+        http: Http,
+    }
+
+    #[derive(Debug, Default, Deserialize, Serialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Http {
+        addr: Option<String>,
+        request_timeout_secs: u64,
     }
 
     impl Default for Demo {
@@ -394,21 +462,70 @@ mod tests {
         (dir, sources)
     }
 
+    /// What the `simcorp` command passes: it knows every service of the platform.
+    fn platform() -> Sources {
+        Sources {
+            services: Some(vec!["analytics", "sim_publisher", "sim"]),
+            ..Sources::default()
+        }
+    }
+
     #[test]
     fn a_shared_file_may_configure_other_services_but_not_unknown_sections() {
-        let (_dir, sources) = file("[postgres]\nmax_connections = 3\n[broker]\nmax_queued = 9\n");
+        let (_dir, f) = file("[postgres]\nmax_connections = 3\n[analytics]\nwindow = 9\n");
+        let sources = Sources {
+            file: f.file,
+            ..platform()
+        };
+        assert_eq!(
+            load_with(&[], &sources).unwrap().postgres.max_connections,
+            3
+        );
+        let (_dir, f) = file("[postgress]\nmax_connections = 3\n");
+        let sources = Sources {
+            file: f.file,
+            ..platform()
+        };
+        let err = load_with(&[], &sources).unwrap_err().to_string();
+        assert!(err.contains("unknown setting `postgress`"), "{err}");
+        assert!(err.contains("did you mean `postgres`?"), "{err}");
+        // A platform-wide key this program does not use is fine; where a mistake came from is
+        // named.
+        let sources = platform().set("log", 3).set("bogus", 1);
+        let err = load_with(&[], &sources).unwrap_err().to_string();
+        assert!(err.contains("`bogus` (from command-line flags)"), "{err}");
+    }
+
+    #[test]
+    fn a_single_service_ignores_sections_it_does_not_know_but_catches_near_misses() {
+        // Without the platform's registry, `[analytics]` may be another service's section.
+        let (_dir, sources) = file("[analytics]\nwindow = 9\n[postgres]\nmax_connections = 3\n");
         assert_eq!(
             load_with(&[], &sources).unwrap().postgres.max_connections,
             3
         );
         let (_dir, sources) = file("[postgress]\nmax_connections = 3\n");
         let err = load_with(&[], &sources).unwrap_err().to_string();
-        assert!(err.contains("unknown setting `postgress`"), "{err}");
-        // A platform-wide key this program does not use is fine; where a mistake came from is
-        // named.
-        let sources = Sources::default().set("log", 3).set("bogus", 1);
-        let err = load_with(&[], &sources).unwrap_err().to_string();
-        assert!(err.contains("`bogus` (from command-line flags)"), "{err}");
+        assert!(err.contains("did you mean `postgres`?"), "{err}");
+        let err = load_with(&[], &Sources::default().set("data_dirr", "/x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean `data_dir`?"), "{err}");
+    }
+
+    #[test]
+    fn environment_reaches_nested_tables() {
+        let d = load_with(
+            &[
+                ("SIMCORP_SIM_HTTP_ADDR", "127.0.0.1:9"),
+                ("SIMCORP_SIM_HTTP_REQUEST_TIMEOUT_SECS", "4"),
+                ("SIMCORP_SIM_RATE", "7"),
+            ],
+            &Sources::default(),
+        )
+        .unwrap();
+        assert_eq!(d.sim.http.addr.as_deref(), Some("127.0.0.1:9"));
+        assert_eq!((d.sim.http.request_timeout_secs, d.sim.rate), (4, 7));
     }
 
     #[test]

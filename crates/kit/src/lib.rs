@@ -9,6 +9,9 @@
 //!   timeout and graceful shutdown, and [`http::ApiError`], the one error type of all JSON APIs.
 //! - [`metrics`]: the process-wide Prometheus recorder and rendering of HDR histograms.
 //! - [`runtime`]: the Tokio runtime, sized by `[runtime] worker_threads`.
+//! - [`service`]: the shape of every service — the [`service::Service`] trait, the one
+//!   lifecycle ([`service::Lifecycle`]: readiness, tasks, HTTP, how it stops), the type-erased
+//!   [`service::Entry`] registries hold, and the generic `main`.
 //! - [`shutdown`]: SIGTERM/SIGINT as a future.
 //!
 //! Not here: anything about MQTT, storage or a particular service's API.
@@ -18,4 +21,5 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod runtime;
+pub mod service;
 pub mod shutdown;

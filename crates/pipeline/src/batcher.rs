@@ -87,18 +87,21 @@ impl<A: Send + 'static> Pipeline<A> {
         }
     }
 
-    /// Resolves if the pipeline stops on its own, which only a failure does; services select on
-    /// it next to their shutdown signal.
-    pub async fn failed(&self) {
-        loop {
-            let notified = self.shared.failure.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a failure between the two is not missed.
-            notified.as_mut().enable();
-            if self.shared.failed.load(Ordering::Acquire) {
-                return;
+    /// Resolves if the pipeline stops on its own, which only a failure does; a service runs it
+    /// as a task beside its others. Owns what it needs: it outlives the borrow of `self`.
+    pub fn failed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let shared = self.shared.clone();
+        async move {
+            loop {
+                let notified = shared.failure.notified();
+                tokio::pin!(notified);
+                // Registered before the check, so a failure between the two is not missed.
+                notified.as_mut().enable();
+                if shared.failed.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
             }
-            notified.await;
         }
     }
 }

@@ -28,20 +28,15 @@ enum Command {
     },
     /// Run one service, as a container would.
     Serve {
-        #[arg(value_enum)]
-        service: Service,
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(
+            crate::registry::SERVICES.iter().map(|e| e.name)
+        ))]
+        service: String,
         #[command(flatten)]
         options: Options,
     },
     /// Apply the database migrations (PostgreSQL when configured, else the SQLite store).
     Migrate(Options),
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Service {
-    Ingestion,
-    SimTwin,
-    SimPublisher,
 }
 
 /// Where the servers are. Each flag overrides the configuration file and `SIMCORP_*` variables.
@@ -78,6 +73,8 @@ impl Options {
     pub(crate) fn sources(&self) -> Sources {
         let mut s = Sources {
             file: self.config.clone(),
+            // This command knows the whole platform: a section no service has is a mistake.
+            services: Some(crate::registry::sections()),
             ..Sources::default()
         };
         if let Some(v) = &self.mqtt {
@@ -117,50 +114,19 @@ impl Cli {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Up { options, no_fleet } => crate::up::run(options.sources(), !no_fleet).await,
-            Command::Serve {
-                service: Service::Ingestion,
-                options,
-            } => serve_ingestion(options.sources()).await,
-            Command::Serve {
-                service: Service::SimTwin,
-                options,
-            } => serve_sim_twin(options.sources()).await,
-            Command::Serve {
-                service: Service::SimPublisher,
-                options,
-            } => serve_sim_publisher(options.sources()).await,
+            Command::Serve { service, options } => {
+                let entry = crate::registry::find(&service)
+                    .with_context(|| format!("no service named {service:?}"))?;
+                Ok(entry.serve(&options.sources()).await?)
+            }
             Command::Migrate(options) => migrate(options.sources()).await,
         }
     }
 }
 
-async fn serve_ingestion(sources: Sources) -> anyhow::Result<()> {
-    let config = ingestion::Config::load(&sources)?;
-    kit::logging::init(&config.log);
-    let listener = crate::up::bind(config.ingestion.http_addr, "ingestion").await?;
-    ingestion::run(config, listener, kit::shutdown::signal()).await?;
-    Ok(())
-}
-
-async fn serve_sim_twin(sources: Sources) -> anyhow::Result<()> {
-    let config = sim_twin::Config::load(&sources)?;
-    kit::logging::init(&config.log);
-    let listener = crate::up::bind(config.sim_twin.http_addr, "sim-twin").await?;
-    sim_twin::run(config, listener, kit::shutdown::signal()).await?;
-    Ok(())
-}
-
-async fn serve_sim_publisher(sources: Sources) -> anyhow::Result<()> {
-    let config = sim_publisher::Config::load(&sources)?;
-    kit::logging::init(&config.log);
-    let listener = crate::up::bind(config.sim_publisher.http_addr, "sim-publisher").await?;
-    sim_publisher::run(config, listener, kit::shutdown::signal()).await?;
-    Ok(())
-}
-
 async fn migrate(sources: Sources) -> anyhow::Result<()> {
-    let config = ingestion::Config::load(&sources)?;
-    kit::logging::init(&config.log);
+    // Ingestion's configuration names every store setting (and its SQLite file) there is today.
+    let config: ingestion::Config = kit::config::load(&sources)?;
     match &config.postgres.url {
         Some(url) => {
             let pg = store::PgStore::connect(url.expose_secret(), &config.postgres)?;

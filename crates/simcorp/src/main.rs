@@ -7,10 +7,11 @@
 //! - `simcorp serve <service>` runs one service, as a container does.
 //! - `simcorp migrate` applies the database migrations.
 //!
-//! Each service is a library with one `run(config, listener, shutdown)`; this command only
-//! loads configuration, binds listeners and composes those `run`s.
+//! Each service is a library implementing `kit::service::Service`; this command only holds the
+//! registry of them (`registry::SERVICES`) and composes their `run`s.
 
 mod cli;
+mod registry;
 mod up;
 
 use clap::Parser as _;

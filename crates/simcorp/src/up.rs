@@ -1,14 +1,17 @@
-//! `simcorp up`: every service in one process.
+//! `simcorp up`: every service of the registry in one process, on a developer's defaults.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
-use figment::value::Value;
 use kit::config::Sources;
+use kit::service::Prepared;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::registry::SERVICES;
 
 /// `[broker]`: the embedded MQTT broker of `simcorp up`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -31,7 +34,24 @@ impl Default for BrokerSettings {
     }
 }
 
-/// A service running in this process, stopped through its own token.
+/// What `up` reads for itself: the embedded broker, and the shared sections its banner names.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+struct Platform {
+    data_dir: Option<PathBuf>,
+    broker: BrokerSettings,
+    mqtt: mqtt::Config,
+    postgres: store::PostgresConfig,
+    redis: cache::Config,
+}
+
+impl kit::config::Validate for Platform {
+    fn validate(&self) -> Result<(), String> {
+        self.mqtt.validate()
+    }
+}
+
+/// A part of the platform running in this process, stopped through its own token.
 struct Running {
     name: &'static str,
     stop: CancellationToken,
@@ -39,15 +59,13 @@ struct Running {
 }
 
 impl Running {
-    fn spawn<E>(
-        name: &'static str,
-        run: impl FnOnce(CancellationToken) -> JoinHandle<Result<(), E>>,
-    ) -> Self
+    fn spawn<F, E>(name: &'static str, run: impl FnOnce(CancellationToken) -> F) -> Self
     where
+        F: Future<Output = Result<(), E>> + Send + 'static,
         E: std::error::Error + Send + Sync + 'static,
     {
         let stop = CancellationToken::new();
-        let inner = run(stop.clone());
+        let inner = tokio::spawn(run(stop.clone()));
         let task = tokio::spawn(async move {
             inner
                 .await
@@ -58,128 +76,109 @@ impl Running {
     }
 }
 
-pub(crate) async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {what} to {addr}"))
-}
-
 pub(crate) async fn run(sources: Sources, fleet: bool) -> anyhow::Result<()> {
     // A developer's defaults: local addresses, readable logs, a few live roasters.
-    let mut defaults: Vec<(String, Value)> = vec![
-        ("ingestion.http_addr".into(), "127.0.0.1:4001".into()),
-        ("sim_twin.http_addr".into(), "127.0.0.1:4002".into()),
-        ("sim_publisher.http_addr".into(), "127.0.0.1:4003".into()),
-        ("log.format".into(), "text".into()),
-    ];
-    if fleet {
-        let spec = Value::serialize(sim_publisher::FleetSpec::default())
-            .context("serializing the default fleet")?;
-        defaults.push(("sim_publisher.default_fleet".into(), spec));
+    let mut sources = sources.default_to("log.format", "text");
+    for entry in SERVICES {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, entry.port));
+        sources = sources.default_to(&format!("{}.http.addr", entry.section), addr.to_string());
+        if fleet {
+            sources.defaults.extend((entry.local_defaults)());
+        }
     }
-    let sources = Sources {
-        defaults,
-        ..sources
-    };
-    let mut ingestion_config = ingestion::Config::load(&sources)?;
-    let twin_config = sim_twin::Config::load(&sources)?;
-    let mut publisher_config = sim_publisher::Config::load(&sources)?;
-    let figment = kit::config::figment::<ingestion::Config>(&sources)?;
-    let broker_settings: BrokerSettings = kit::config::section(&figment, "broker")?;
-    kit::logging::init(&ingestion_config.log);
-
+    let platform: Platform = kit::config::load(&sources)?;
     // The embedded broker runs unless a broker was given (flag, environment or file).
-    let embedded = figment.find_value("mqtt.url").is_err();
+    let embedded = !kit::config::figment::<Platform>(&sources)?
+        .find_value("mqtt.url")
+        .is_ok();
     if embedded {
-        let url = format!("mqtt://{}", broker_settings.listen);
-        ingestion_config.mqtt.url = url.clone();
-        publisher_config.mqtt.url = url;
+        sources = sources.set("mqtt.url", format!("mqtt://{}", platform.broker.listen));
+    }
+    let services: Vec<Prepared> = SERVICES
+        .iter()
+        .map(|entry| entry.prepare(&sources))
+        .collect::<Result<_, _>>()?;
+    if let Some(first) = services.first() {
+        kit::logging::init(&first.log);
     }
 
     // Every listener first, so a port already in use fails the start with a clear message.
     let broker_listener = match embedded {
-        true => Some(bind(broker_settings.listen, "the embedded MQTT broker").await?),
+        true => Some(
+            TcpListener::bind(platform.broker.listen)
+                .await
+                .with_context(|| {
+                    format!("binding the embedded MQTT broker to {}", platform.broker.listen)
+                })?,
+        ),
         false => None,
     };
-    let ingestion_http = bind(ingestion_config.ingestion.http_addr, "ingestion").await?;
-    let twin_http = bind(twin_config.sim_twin.http_addr, "sim-twin").await?;
-    let publisher_http = bind(publisher_config.sim_publisher.http_addr, "sim-publisher").await?;
+    let mut bound = Vec::new();
+    for service in services {
+        let listener = service.bind().await?;
+        let addr = reachable(listener.local_addr()?);
+        bound.push((service, listener, addr));
+    }
     print_banner(
-        &ingestion_config,
-        embedded.then_some(broker_settings.listen),
-        ingestion_http.local_addr()?,
-        twin_http.local_addr()?,
-        publisher_http.local_addr()?,
+        &platform,
+        embedded.then_some(platform.broker.listen),
+        bound.iter().map(|(s, _, addr)| (s.name, *addr)),
     );
 
-    // Started in dependency order and stopped in reverse: the roasters stop publishing, then
-    // ingestion writes and acknowledges what it has, then the broker goes.
+    // Started in registry order, each once the ones before it are ready (a broker drops what is
+    // published before anyone subscribed), and stopped in reverse: the roasters stop publishing,
+    // then ingestion writes and acknowledges what it has, then the broker goes.
     let mut running = Vec::new();
     if let Some(listener) = broker_listener {
         let config = broker::Config {
-            max_inflight: broker_settings.max_inflight,
-            max_queued: broker_settings.max_queued,
+            max_inflight: platform.broker.max_inflight,
+            max_queued: platform.broker.max_queued,
             ..broker::Config::default()
         };
-        running.push(Running::spawn("broker", |stop| {
-            tokio::spawn(broker::run(config, listener, stop.cancelled_owned()))
+        running.push(Running::spawn("the embedded broker", |stop| {
+            broker::run(config, listener, stop.cancelled_owned())
         }));
     }
-    running.push(Running::spawn("sim-twin", |stop| {
-        tokio::spawn(sim_twin::run(
-            twin_config,
-            twin_http,
-            stop.cancelled_owned(),
-        ))
-    }));
-    let ingestion_addr = ingestion_http.local_addr()?;
-    running.push(Running::spawn("ingestion", |stop| {
-        tokio::spawn(ingestion::run(
-            ingestion_config,
-            ingestion_http,
-            stop.cancelled_owned(),
-        ))
-    }));
-    // A broker drops what is published before anyone subscribed, and a fresh embedded broker
-    // holds no session for ingestion yet: the roasters start once ingestion is subscribed.
-    let ingestion_task = running.last().map(|r| &r.task);
-    wait_ready("ingestion", ingestion_addr, || {
-        ingestion_task.is_none_or(|t| t.is_finished())
-    })
-    .await?;
-    running.push(Running::spawn("sim-publisher", |stop| {
-        tokio::spawn(sim_publisher::run(
-            publisher_config,
-            publisher_http,
-            stop.cancelled_owned(),
-        ))
-    }));
+    let mut result = Ok(());
+    for (service, listener, addr) in bound {
+        let name = service.name;
+        let started = Running::spawn(name, |stop| {
+            service.run(listener, Box::pin(stop.cancelled_owned()))
+        });
+        let ready = wait_ready(name, addr, || started.task.is_finished()).await;
+        running.push(started);
+        if let Err(e) = ready {
+            result = Err(e);
+            break;
+        }
+    }
 
     // A service that stops on its own takes the platform down with it: a half-running platform
     // would only mislead.
-    let finished_early = {
-        let tasks = running.iter_mut().map(|r| Box::pin(&mut r.task));
-        tokio::select! {
-            () = kit::shutdown::signal() => None,
-            (joined, index, _) = futures::future::select_all(tasks) => Some((index, joined)),
-        }
-    };
-    let mut result = Ok(());
-    if let Some((index, joined)) = finished_early {
-        let name = running[index].name;
-        result = match joined {
-            Ok(Ok(())) => Err(anyhow::anyhow!("{name} stopped on its own")),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(anyhow::anyhow!("{name} panicked: {e}")),
+    if result.is_ok() {
+        let finished_early = {
+            let tasks = running.iter_mut().map(|r| Box::pin(&mut r.task));
+            tokio::select! {
+                () = kit::shutdown::signal() => None,
+                (joined, index, _) = futures::future::select_all(tasks) => Some((index, joined)),
+            }
         };
-        running.remove(index);
+        if let Some((index, joined)) = finished_early {
+            let name = running[index].name;
+            result = match joined {
+                Ok(Ok(())) => Err(anyhow::anyhow!("{name} stopped on its own")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("{name} panicked: {e}")),
+            };
+            running.remove(index);
+        }
     }
-    while let Some(service) = running.pop() {
-        service.stop.cancel();
-        match service.task.await {
+    while let Some(part) = running.pop() {
+        part.stop.cancel();
+        match part.task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => result = result.and(Err(e)),
-            Err(e) => result = result.and(Err(anyhow::anyhow!("{} panicked: {e}", service.name))),
+            Err(e) => result = result.and(Err(anyhow::anyhow!("{} panicked: {e}", part.name))),
         }
     }
     result
@@ -212,49 +211,63 @@ async fn wait_ready(
 }
 
 fn print_banner(
-    config: &ingestion::Config,
+    platform: &Platform,
     broker: Option<SocketAddr>,
-    http: SocketAddr,
-    twin: SocketAddr,
-    sim: SocketAddr,
+    services: impl Iterator<Item = (&'static str, SocketAddr)>,
 ) {
     let mqtt = match broker {
         Some(addr) => format!("mqtt://{addr}  (embedded; --mqtt URL to use your own broker)"),
-        None => config.mqtt.url.clone(),
+        None => platform.mqtt.url.clone(),
     };
-    let store = match &config.postgres.url {
-        Some(_) => format!(
-            "PostgreSQL (fallback: SQLite {})",
-            config.fallback_path().display()
-        ),
+    let data_dir = platform
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./data"));
+    let store = match &platform.postgres.url {
+        Some(_) => format!("PostgreSQL (fallback: SQLite under {})", data_dir.display()),
         None => format!(
-            "SQLite {}  (--postgres URL to use PostgreSQL)",
-            config.sqlite_path().display()
+            "SQLite under {}  (--postgres URL to use PostgreSQL)",
+            data_dir.display()
         ),
     };
-    let cache = match &config.redis.url {
+    let cache = match &platform.redis.url {
         Some(_) => "Redis",
         None => "in-process  (--redis URL to use Redis)",
     };
-    let port = broker.map(|a| a.port()).unwrap_or(1883);
-    println!(
-        "\nsimcorp is up\n\
-         \n  MQTT broker    {mqtt}\
-         \n  ingestion API  http://{http}   /sessions /stats /health /ready /metrics\
-         \n  sim-twin       http://{twin}   POST /simulate, GET /profiles\
-         \n  sim-publisher  http://{sim}   /fleets  (3 simulated roasters unless --no-fleet)\
-         \n  store          {store}\
-         \n  cache          {cache}\
-         \n\
-         \nWatch the simulated roasts:\
-         \n  curl 'http://{http}/sessions?active=true'\
-         \n  curl http://{http}/devices/sim-roaster-1/latest\
-         \n\
-         \nPublish a point of your own (any MQTT client; here mosquitto_pub):\
-         \n  mosquitto_pub -p {port} -q 1 -t roasters/demo-1/telemetry \\\
-         \n    -m \"{{\\\"session\\\":\\\"first-roast\\\",\\\"seq\\\":0,\\\"ts\\\":$(date +%s%3N),\\\"channels\\\":{{\\\"bt\\\":180.2,\\\"et\\\":210.5}}}}\"\
-         \nthen read it back:\
-         \n  curl http://{http}/sessions/first-roast/telemetry\
-         \n\nCtrl-C stops everything.\n"
-    );
+    let mut text = format!("\nsimcorp is up\n\n  {:<15}{mqtt}\n", "MQTT broker");
+    let mut ingestion = None;
+    for (name, addr) in services {
+        let about = crate::registry::find(name).map_or("", |e| e.about);
+        text.push_str(&format!("  {name:<15}http://{addr}   {about}\n"));
+        if name == "ingestion" {
+            ingestion = Some(addr);
+        }
+    }
+    text.push_str(&format!("  {:<15}{store}\n  {:<15}{cache}\n", "store", "cache"));
+    text.push_str("  every service also serves /health /ready /metrics\n");
+    if let Some(http) = ingestion {
+        let port = broker.map(|a| a.port()).unwrap_or(1883);
+        text.push_str(&format!(
+            "\nWatch the simulated roasts:\
+             \n  curl 'http://{http}/sessions?active=true'\
+             \n  curl http://{http}/devices/sim-roaster-1/latest\
+             \n\
+             \nPublish a point of your own (any MQTT client; here mosquitto_pub):\
+             \n  mosquitto_pub -p {port} -q 1 -t roasters/demo-1/telemetry \\\
+             \n    -m \"{{\\\"session\\\":\\\"first-roast\\\",\\\"seq\\\":0,\\\"ts\\\":$(date +%s%3N),\\\"channels\\\":{{\\\"bt\\\":180.2,\\\"et\\\":210.5}}}}\"\
+             \nthen read it back:\
+             \n  curl http://{http}/sessions/first-roast/telemetry\n"
+        ));
+    }
+    text.push_str("\nCtrl-C stops everything.\n");
+    println!("{text}");
+}
+
+/// Where to reach a listener from this host: its own address, or loopback for "every interface".
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+    } else {
+        addr
+    }
 }

@@ -8,13 +8,18 @@
 //! - private instances ([`PrivateMosquitto`], [`PrivatePostgres`]) for tests that need the
 //!   project's own configuration or must stop, kill or restart a server.
 //!
+//! Any service of the platform is spawned the same way ([`spawn`]): on a free port, with a temp
+//! data directory, a fresh database if asked, and MQTT client ids of its own.
+//!
 //! Without a server, a test is skipped *loudly* (written straight to stderr, which the test
 //! harness does not capture). With `CI=true` a missing server fails the test instead.
 #![allow(clippy::unwrap_used)] // A panic is how a test helper reports failure.
 
 mod mosquitto;
 mod postgres;
+mod process;
 mod redis;
+mod service;
 
 use std::future::Future;
 use std::io::Write as _;
@@ -23,7 +28,9 @@ use std::time::Duration;
 
 pub use mosquitto::PrivateMosquitto;
 pub use postgres::{PrivatePostgres, TestDatabase};
+pub use process::ServiceProcess;
 pub use redis::PrivateRedis;
+pub use service::{Spawn, TestService, spawn};
 
 /// A server the test suite expects on the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +104,20 @@ pub fn require(server: Server, test: &str) -> bool {
     }
     // Written to stderr directly: the test harness captures print!/eprint!, not this.
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED {test}: {msg} ***\n");
+    false
+}
+
+/// Whether the drills (minutes at full load, on a release build) run: only with
+/// `SIMCORP_DRILLS=1`, which `cargo xtask drills` sets. Otherwise says loudly that `drill` was
+/// skipped, and the caller returns early.
+pub fn drill(drill: &str) -> bool {
+    if std::env::var("SIMCORP_DRILLS").is_ok_and(|v| v == "1") {
+        return true;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED drill {drill}: drills run with SIMCORP_DRILLS=1 (cargo xtask drills) ***\n"
+    );
     false
 }
 

@@ -1,6 +1,6 @@
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use kit::service::HttpSettings;
 use serde::{Deserialize, Serialize};
 
 /// Everything the ingestion service is configured with. Sections other than `[ingestion]` are
@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Where the embedded SQLite store and the PostgreSQL fallback live.
     pub data_dir: PathBuf,
-    pub log: kit::logging::LogConfig,
     pub mqtt: mqtt::Config,
     pub postgres: store::PostgresConfig,
     pub sqlite: store::SqliteConfig,
@@ -25,7 +24,6 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./data"),
-            log: Default::default(),
             mqtt: Default::default(),
             postgres: Default::default(),
             sqlite: Default::default(),
@@ -41,7 +39,7 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    pub http_addr: SocketAddr,
+    pub http: HttpSettings,
     /// Subscribe through `$share/<group>/…` so several replicas split the stream. Every replica
     /// of one deployment must use the same group (and a distinct `mqtt.client_id`). Empty (the
     /// default): a plain subscription, for one replica.
@@ -54,8 +52,6 @@ pub struct Settings {
     pub share_group: String,
     /// On SIGTERM, how long to finish writing and acknowledging what was received.
     pub drain_timeout_secs: u64,
-    /// Longest an HTTP request may take.
-    pub request_timeout_secs: u64,
     /// Decoder limits (see `docs/protocol.md`).
     pub max_payload_bytes: usize,
     pub max_frame_points: usize,
@@ -77,10 +73,9 @@ impl Default for Settings {
     fn default() -> Self {
         let limits = model::Limits::default();
         Settings {
-            http_addr: SocketAddr::from(([0, 0, 0, 0], 4001)),
+            http: HttpSettings::default(),
             share_group: String::new(),
             drain_timeout_secs: 30,
-            request_timeout_secs: 10,
             max_payload_bytes: limits.max_payload_bytes,
             max_frame_points: limits.max_frame_points,
             max_channels: limits.max_channels,
@@ -117,12 +112,6 @@ impl Settings {
 }
 
 impl Config {
-    /// Defaults, then `SIMCORP_CONFIG` (a TOML file), the `SIMCORP_*` environment, and
-    /// `sources` (command-line flags); validated.
-    pub fn load(sources: &kit::config::Sources) -> Result<Self, kit::config::ConfigError> {
-        kit::config::load(sources)
-    }
-
     pub fn sqlite_path(&self) -> PathBuf {
         self.data_dir.join("ingestion.db")
     }
@@ -134,7 +123,6 @@ impl Config {
 
 impl kit::config::Validate for Config {
     fn validate(&self) -> Result<(), String> {
-        self.log.validate()?;
         self.mqtt.validate()?;
         self.pipeline.validate()?;
         self.redis.validate()?;
@@ -150,7 +138,6 @@ impl kit::config::Validate for Config {
             ("max_frame_points", s.max_frame_points),
             ("max_channels", s.max_channels),
             ("drain_timeout_secs", s.drain_timeout_secs as usize),
-            ("request_timeout_secs", s.request_timeout_secs as usize),
         ] {
             if value == 0 {
                 return Err(format!("ingestion.{name} must be at least 1"));

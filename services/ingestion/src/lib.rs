@@ -9,9 +9,8 @@
 //!                                                                          └─▶ cache (best effort)
 //! ```
 //!
-//! [`run`] owns the lifecycle; `main.rs` and `simcorp up`/`serve` only load configuration, bind
-//! the listener and call it. On shutdown it stops taking messages, writes and acknowledges what
-//! it has, disconnects from the broker and stops the HTTP server, within
+//! [`Ingestion`]'s `run` owns the lifecycle. On shutdown it stops taking messages, writes and
+//! acknowledges what it has, disconnects from the broker and stops the HTTP server, within
 //! `ingestion.drain_timeout_secs`; anything it could not finish stays unacknowledged in the
 //! broker and is redelivered to the next run.
 
@@ -26,35 +25,41 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kit::service::{Error, HttpSettings, Lifecycle, Service};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, Settings};
 
-/// Why the service could not start or stopped abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Config(String),
-    #[error("opening the store: {0}")]
-    Store(#[from] store::StoreError),
-    #[error("setting up the cache: {0}")]
-    Cache(#[from] cache::CacheError),
-    #[error("setting up MQTT: {0}")]
-    Mqtt(#[from] mqtt::MqttError),
-    #[error("HTTP server: {0}")]
-    Http(#[from] std::io::Error),
-    #[error(transparent)]
-    Pipeline(#[from] pipeline::PipelineFailed),
+/// The service (see the crate documentation).
+#[derive(Debug)]
+pub struct Ingestion;
+
+impl Service for Ingestion {
+    const NAME: &'static str = "ingestion";
+    const SECTION: &'static str = "ingestion";
+    const PORT: u16 = 4001;
+    const ABOUT: &'static str = "/sessions /devices/{id}/latest /dead-letters /stats";
+    type Config = Config;
+
+    fn http(config: &Config) -> &HttpSettings {
+        &config.ingestion.http
+    }
+
+    async fn run(
+        config: Config,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        run(config, listener, shutdown).await
+    }
 }
 
-/// Runs the service until `shutdown` resolves, serving HTTP on `listener`.
-pub async fn run(
+async fn run(
     config: Config,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    kit::config::Validate::validate(&config).map_err(Error::Config)?;
+    let mut service = Lifecycle::start::<Ingestion>(&config)?;
     let started = Instant::now();
     metrics::describe();
     let settings = &config.ingestion;
@@ -66,19 +71,38 @@ pub async fn run(
         &config.sqlite,
         &config.store,
     )
-    .await?;
-    let maintenance = CancellationToken::new();
-    let maintenance_task = tokio::spawn({
-        let (store, token) = (store.clone(), maintenance.clone());
-        async move { store.run_maintenance(token).await }
-    });
+    .await
+    .map_err(|e| Error::start("opening the store", e))?;
+    {
+        let store = store.clone();
+        service.spawn("store maintenance", move |stop| async move {
+            store.run_maintenance(stop).await;
+            Ok::<_, Error>(())
+        });
+    }
 
-    let cache = cache::Cache::new(&config.redis)?;
+    let cache = cache::Cache::new(&config.redis).map_err(|e| Error::start("setting up the cache", e))?;
     let (cache_tx, cache_rx) = tokio::sync::mpsc::channel(1024);
-    let cache_task = tokio::spawn(sink::run_cache_updates(cache.clone(), cache_rx));
+    {
+        let cache = cache.clone();
+        service.spawn("cache updates", move |stop| async move {
+            // Ends by itself once the pipeline has drained and released the sink. After a
+            // drain cut short it may not have: the cache never holds up shutdown for long.
+            let updates = sink::run_cache_updates(cache, cache_rx);
+            tokio::pin!(updates);
+            tokio::select! {
+                () = &mut updates => {}
+                () = stop.cancelled() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), updates).await;
+                }
+            }
+            Ok::<_, Error>(())
+        });
+    }
 
-    let client_id = config.mqtt.client_id_for("ingestion");
-    let subscriber = mqtt::Subscriber::new(&config.mqtt, client_id.clone(), settings.filters())?;
+    let client_id = config.mqtt.client_id_for(Ingestion::NAME);
+    let subscriber = mqtt::Subscriber::new(&config.mqtt, client_id.clone(), settings.filters())
+        .map_err(|e| Error::start("setting up MQTT", e))?;
     let connection = subscriber.connection();
     let sink = Arc::new(sink::StoreSink {
         store: store.clone(),
@@ -89,6 +113,15 @@ pub async fn run(
         sink,
         sink::BrokerAcks(subscriber.acker()),
     );
+    {
+        let failed = pipeline.failed();
+        service.spawn("the pipeline", move |stop| async move {
+            tokio::select! {
+                () = failed => Err("a write task failed; unacknowledged messages will be redelivered"),
+                () = stop.cancelled() => Ok(()),
+            }
+        });
+    }
 
     let decoder = handler::Decoder {
         limits: settings.limits(),
@@ -112,41 +145,32 @@ pub async fn run(
         }
     });
 
-    let readiness = kit::http::Readiness::default();
-    let draining = CancellationToken::new();
     {
+        let readiness = service.readiness();
         let c = connection.clone();
         readiness.require("mqtt", move || c.is_subscribed());
         let s = store.clone();
         readiness.require(name_of(&store), move || s.primary_available());
         let c = cache.clone();
         readiness.observe(cache.kind(), move || c.is_available());
-        let d = draining.clone();
-        readiness.require("accepting", move || !d.is_cancelled());
     }
     let stats = pipeline.stats_handle();
-    let ops = kit::http::Ops::new("ingestion", readiness).with_metrics({
+    {
         let stats = stats.clone();
-        move |out| stats.render_prometheus(out)
-    });
-    let app = api::router(api::AppState {
-        store: store.clone(),
-        cache: cache.clone(),
-        stats,
-        intake,
-        mqtt: connection,
-        started,
-    });
-    let router = kit::http::with_ops(app, ops, Duration::from_secs(settings.request_timeout_secs));
-    let http_stop = CancellationToken::new();
-    let local = listener.local_addr()?;
-    let http = tokio::spawn(kit::http::serve(
+        service.render_metrics(move |out| stats.render_prometheus(out));
+    }
+    service.serve(
         listener,
-        router,
-        http_stop.clone().cancelled_owned(),
-    ));
+        api::router(api::AppState {
+            store: store.clone(),
+            cache: cache.clone(),
+            stats,
+            intake,
+            mqtt: connection,
+            started,
+        }),
+    );
     tracing::info!(
-        http = %local,
         %client_id,
         mqtt = %config.mqtt.url,
         store = name_of(&store),
@@ -154,13 +178,11 @@ pub async fn run(
         "ingestion started"
     );
 
-    let failure = tokio::select! {
-        () = shutdown => None,
-        () = pipeline.failed() => Some(()),
-    };
+    let outcome = service.wait(shutdown).await;
 
-    // Drain: stop taking messages, write and acknowledge what we have, then disconnect.
-    draining.cancel();
+    // Drain: stop taking messages, write and acknowledge what we have, then disconnect. A
+    // drain cut short leaves messages unacknowledged: the broker redelivers them, nothing is
+    // lost.
     let deadline = Duration::from_secs(settings.drain_timeout_secs);
     let drained = tokio::time::timeout(deadline, async {
         subscription.stop_intake();
@@ -170,41 +192,27 @@ pub async fn run(
         result
     })
     .await;
-    let result = match drained {
+    let outcome = match drained {
         Ok(Ok(())) => {
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "ingestion drained"
             );
-            Ok(())
+            outcome
         }
-        Ok(Err(e)) => Err(Error::Pipeline(e)),
+        Ok(Err(e)) => outcome.and(Err(Error::Task {
+            task: "the pipeline".into(),
+            reason: e.to_string(),
+        })),
         Err(_) => {
             tracing::warn!(
                 timeout_s = deadline.as_secs(),
                 "drain did not finish in time; unacknowledged messages will be redelivered"
             );
-            Ok(())
+            outcome
         }
     };
-    if failure.is_some() && result.is_ok() {
-        tracing::error!("the pipeline stopped unexpectedly");
-    }
-    maintenance.cancel();
-    http_stop.cancel();
-    let _ = maintenance_task.await;
-    // The cache task ends when the pipeline releases the sink; after a timed-out drain it may
-    // not have, and the cache must never hold up shutdown.
-    if tokio::time::timeout(Duration::from_secs(2), cache_task)
-        .await
-        .is_err()
-    {
-        tracing::debug!("cache updates abandoned at shutdown");
-    }
-    if let Ok(Err(e)) = http.await {
-        tracing::warn!(error = %e, "HTTP server stopped with an error");
-    }
-    result
+    service.stop(outcome).await
 }
 
 fn name_of(store: &store::DurableStore) -> &'static str {

@@ -1,14 +1,12 @@
-use std::net::SocketAddr;
-
+use kit::service::HttpSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::FleetSpec;
 
-/// The sim-publisher's configuration: `[sim_publisher]` plus the shared `[mqtt]` and `[log]`.
+/// The sim-publisher's configuration: `[sim_publisher]` plus the shared `[mqtt]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct Config {
-    pub log: kit::logging::LogConfig,
     pub mqtt: mqtt::Config,
     pub sim_publisher: Settings,
 }
@@ -17,8 +15,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    pub http_addr: SocketAddr,
-    pub request_timeout_secs: u64,
+    pub http: HttpSettings,
     /// A fleet started with the service (what `simcorp up` shows a newcomer); none when absent.
     pub default_fleet: Option<FleetSpec>,
     /// Most roasters one service runs, over all fleets.
@@ -28,23 +25,15 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            http_addr: SocketAddr::from(([0, 0, 0, 0], 4003)),
-            request_timeout_secs: 10,
+            http: HttpSettings::default(),
             default_fleet: None,
             max_roasters: 5_000,
         }
     }
 }
 
-impl Config {
-    pub fn load(sources: &kit::config::Sources) -> Result<Self, kit::config::ConfigError> {
-        kit::config::load(sources)
-    }
-}
-
 impl kit::config::Validate for Config {
     fn validate(&self) -> Result<(), String> {
-        self.log.validate()?;
         self.mqtt.validate()?;
         if let Some(fleet) = &self.sim_publisher.default_fleet {
             fleet

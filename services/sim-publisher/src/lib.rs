@@ -15,79 +15,89 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use figment::value::Value;
+use kit::service::{Error, HttpSettings, Lifecycle, Service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, Settings};
 pub use fleet::{FleetError, FleetSpec, FleetView, Fleets, RoasterView};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Config(String),
-    #[error("HTTP server: {0}")]
-    Http(#[from] std::io::Error),
+/// The service (see the crate documentation).
+#[derive(Debug)]
+pub struct SimPublisher;
+
+impl Service for SimPublisher {
+    const NAME: &'static str = "sim-publisher";
+    const SECTION: &'static str = "sim_publisher";
+    const PORT: u16 = 4003;
+    const ABOUT: &'static str = "/fleets  (3 simulated roasters unless --no-fleet)";
+    type Config = Config;
+
+    fn http(config: &Config) -> &HttpSettings {
+        &config.sim_publisher.http
+    }
+
+    /// A newcomer running `simcorp up` sees live roasts at once.
+    fn local_defaults() -> Vec<(String, Value)> {
+        match Value::serialize(FleetSpec::default()) {
+            Ok(spec) => vec![("sim_publisher.default_fleet".into(), spec)],
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Runs until `shutdown`; then stops every fleet (roasts in progress end with a `stopped`
+    /// end message) and disconnects.
+    async fn run(
+        config: Config,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let mut service = Lifecycle::start::<Self>(&config)?;
+        let settings = &config.sim_publisher;
+        let fleets = Arc::new(Fleets::new(config.mqtt.clone(), settings.max_roasters));
+        {
+            let fleets = fleets.clone();
+            service
+                .readiness()
+                .require("mqtt", move || fleets.connected());
+        }
+        if let Some(spec) = settings.default_fleet.clone() {
+            let (fleets, stopping) = (fleets.clone(), service.stopping());
+            service.spawn("the default fleet", move |_| {
+                start_default_fleet(fleets, spec, stopping)
+            });
+        }
+        service.serve(listener, api::router(fleets.clone()));
+        let outcome = service.wait(shutdown).await;
+        // The API and the default fleet's retries stop first, so that no fleet starts after this.
+        let result = service.stop(outcome).await;
+        fleets.stop_all().await;
+        result
+    }
 }
 
-/// Runs the service until `shutdown` resolves; then stops every fleet (roasts in progress end
-/// with a `stopped` end message) and disconnects.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), Error> {
-    kit::config::Validate::validate(&config).map_err(Error::Config)?;
-    let settings = &config.sim_publisher;
-    let fleets = Arc::new(Fleets::new(config.mqtt.clone(), settings.max_roasters));
-
-    let stop = CancellationToken::new();
-    // The default fleet starts in the background, retrying until the broker answers: the
-    // service must come up (and report not ready) even when the broker is late.
-    let default_fleet = settings.default_fleet.clone().map(|spec| {
-        let (fleets, stop) = (fleets.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                match fleets.start(spec.clone()).await {
-                    Ok(id) => {
-                        tracing::info!(fleet = %id, "default fleet started");
-                        return;
-                    }
-                    Err(error) => tracing::warn!(%error, "default fleet not started yet; retrying"),
+/// Starts the default fleet, retrying until the broker answers: the service must come up (and
+/// report not ready) even when the broker is late.
+async fn start_default_fleet(
+    fleets: Arc<Fleets>,
+    spec: FleetSpec,
+    stopping: CancellationToken,
+) -> Result<(), FleetError> {
+    loop {
+        tokio::select! {
+            started = fleets.start(spec.clone()) => match started {
+                Ok(id) => {
+                    tracing::info!(fleet = %id, "default fleet started");
+                    return Ok(());
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    () = stop.cancelled() => return,
-                }
-            }
-        })
-    });
-
-    let readiness = kit::http::Readiness::default();
-    {
-        let fleets = fleets.clone();
-        readiness.require("mqtt", move || fleets.connected());
+                Err(error) => tracing::warn!(%error, "default fleet not started yet; retrying"),
+            },
+            () = stopping.cancelled() => return Ok(()),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = stopping.cancelled() => return Ok(()),
+        }
     }
-    let router = kit::http::with_ops(
-        api::router(fleets.clone()),
-        kit::http::Ops::new("sim-publisher", readiness),
-        Duration::from_secs(settings.request_timeout_secs),
-    );
-    let local = listener.local_addr()?;
-    let http = tokio::spawn(kit::http::serve(
-        listener,
-        router,
-        stop.clone().cancelled_owned(),
-    ));
-    tracing::info!(http = %local, mqtt = %config.mqtt.url, "sim-publisher started");
-
-    shutdown.await;
-    stop.cancel();
-    if let Some(task) = default_fleet {
-        let _ = task.await;
-    }
-    fleets.stop_all().await;
-    if let Ok(Err(e)) = http.await {
-        tracing::warn!(error = %e, "HTTP server stopped with an error");
-    }
-    Ok(())
 }

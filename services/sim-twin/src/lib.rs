@@ -11,57 +11,43 @@ mod config;
 mod metrics;
 
 use std::future::Future;
-use std::time::Duration;
 
+use kit::service::{Error, HttpSettings, Lifecycle, Service};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, Settings};
 
-/// Why the service could not start or stopped abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Config(String),
-    #[error("HTTP server: {0}")]
-    Http(#[from] std::io::Error),
-    #[error("HTTP server task: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
+/// The service (see the crate documentation).
+#[derive(Debug)]
+pub struct SimTwin;
 
-/// Runs the service until `shutdown` resolves, serving HTTP on `listener`.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), Error> {
-    kit::config::Validate::validate(&config).map_err(Error::Config)?;
-    metrics::describe();
-    let settings = &config.sim_twin;
+impl Service for SimTwin {
+    const NAME: &'static str = "sim-twin";
+    const SECTION: &'static str = "sim_twin";
+    const PORT: u16 = 4002;
+    const ABOUT: &'static str = "POST /simulate, GET /profiles";
+    type Config = Config;
 
-    // No dependencies to wait for: ready as soon as it serves.
-    let ops = kit::http::Ops::new("sim-twin", kit::http::Readiness::default());
-    let app = api::router(api::AppState {
-        max_samples: settings.max_samples,
-    });
-    let router = kit::http::with_ops(app, ops, Duration::from_secs(settings.request_timeout_secs));
-    let stop = CancellationToken::new();
-    let local = listener.local_addr()?;
-    let mut http = tokio::spawn(kit::http::serve(
-        listener,
-        router,
-        stop.clone().cancelled_owned(),
-    ));
-    tracing::info!(http = %local, "sim-twin started");
-
-    tokio::select! {
-        () = shutdown => {}
-        // The server stopped on its own: nothing left to shut down.
-        stopped = &mut http => return Ok(stopped??),
+    fn http(config: &Config) -> &HttpSettings {
+        &config.sim_twin.http
     }
-    // Nothing to drain: requests in flight finish (within the request timeout), then it stops.
-    stop.cancel();
-    http.await??;
-    tracing::info!("sim-twin stopped");
-    Ok(())
+
+    /// Serves until `shutdown`. No dependencies: ready as soon as it serves; nothing to drain
+    /// (requests in flight finish within the request timeout).
+    async fn run(
+        config: Config,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let mut service = Lifecycle::start::<Self>(&config)?;
+        metrics::describe();
+        service.serve(
+            listener,
+            api::router(api::AppState {
+                max_samples: config.sim_twin.max_samples,
+            }),
+        );
+        let outcome = service.wait(shutdown).await;
+        service.stop(outcome).await
+    }
 }

@@ -1,18 +1,5 @@
-//! `sim-twin`: the simulation service as its own process (one container, one Deployment).
+//! `sim-twin` as its own process (one container, one Deployment); the same as `simcorp serve sim-twin`.
 
-use anyhow::Context as _;
-
-fn main() -> anyhow::Result<()> {
-    let sources = kit::config::Sources::default();
-    kit::runtime::start(&sources)?.block_on(serve(sources))
-}
-
-async fn serve(sources: kit::config::Sources) -> anyhow::Result<()> {
-    let config = sim_twin::Config::load(&sources)?;
-    kit::logging::init(&config.log);
-    let listener = tokio::net::TcpListener::bind(config.sim_twin.http_addr)
-        .await
-        .with_context(|| format!("binding {}", config.sim_twin.http_addr))?;
-    sim_twin::run(config, listener, kit::shutdown::signal()).await?;
-    Ok(())
+fn main() -> std::process::ExitCode {
+    kit::service::main::<sim_twin::SimTwin>()
 }

@@ -105,7 +105,7 @@ async fn sessions_telemetry_and_latest_are_served() {
         400
     );
 
-    let stats = s.app.stats().await;
+    let stats = s.app.get::<serde_json::Value>("/stats").await;
     assert_eq!(stats["store"]["primary"], "postgres");
     assert_eq!(stats["cache"]["kind"], "redis");
     assert_eq!(stats["mqtt"]["connected"], true);

@@ -6,7 +6,7 @@ use model::Point;
 use testkit::{PrivateMosquitto, PrivateRedis, Server, TestDatabase};
 
 use crate::helpers::{
-    Row, Stack, TestApp, assert_rows, config, pg_pool, pg_rows, point, publish_points, publisher,
+    Row, Stack, assert_rows, ingestion, pg_pool, pg_rows, point, publish_points, publisher,
     wait_pg_count,
 };
 
@@ -20,13 +20,12 @@ async fn two_replicas_split_one_shared_subscription() {
     }
     let broker = PrivateMosquitto::start().await;
     let db = TestDatabase::create().await;
-    let (mut first, data_a) = config(&broker.url(), Some(&db.url));
-    let (mut second, data_b) = config(&broker.url(), Some(&db.url));
-    first.ingestion.share_group = "ingestion".into();
-    second.ingestion.share_group = "ingestion".into();
-    assert_ne!(first.mqtt.client_id, second.mqtt.client_id);
-    let a = TestApp::spawn(first, data_a).await;
-    let b = TestApp::spawn(second, data_b).await;
+    // Each replica gets a client id and a data directory of its own.
+    let replica = || {
+        ingestion(&broker.url(), Some(&db.url)).set("ingestion.share_group", "ingestion")
+    };
+    let a = replica().start().await;
+    let b = replica().start().await;
 
     let points: Vec<Point> = (0..4_000)
         .map(|s| point("roaster-shared", "s-1", s))
@@ -41,7 +40,7 @@ async fn two_replicas_split_one_shared_subscription() {
 
     // Each replica took a share of the stream, and together exactly all of it.
     let took = |stats: serde_json::Value| stats["pipeline"]["points_committed"].as_u64().unwrap();
-    let (from_a, from_b) = (took(a.stats().await), took(b.stats().await));
+    let (from_a, from_b) = (took(a.get::<serde_json::Value>("/stats").await), took(b.get::<serde_json::Value>("/stats").await));
     assert!(
         from_a > 0 && from_b > 0,
         "one replica got nothing: {from_a} / {from_b}"

@@ -40,7 +40,7 @@ async fn twenty_thousand_points_are_stored_exactly_once_with_their_values() {
     );
     assert_rows(&pg_rows(&s.pool, "roaster-frame").await, &expected(&framed));
 
-    let stats = s.app.stats().await;
+    let stats = s.app.get::<serde_json::Value>("/stats").await;
     assert_eq!(stats["pipeline"]["points_committed"], 20_000);
     assert_eq!(stats["pipeline"]["messages_in"], 10_000 + 1_000);
     s.app.stop().await;
@@ -64,13 +64,13 @@ async fn points_delivered_twice_are_stored_once() {
         Duration::from_secs(30),
         "every copy to be processed",
         || async {
-            let stats = s.app.stats().await;
+            let stats = s.app.get::<serde_json::Value>("/stats").await;
             (stats["pipeline"]["points_committed"] == 1_500).then_some(())
         },
     )
     .await;
     let expected: Vec<Row> = points.iter().map(Row::expected).collect();
     assert_rows(&pg_rows(&s.pool, "roaster-dup").await, &expected);
-    assert_eq!(s.app.stats().await["pipeline"]["points_duplicate"], 1_000);
+    assert_eq!(s.app.get::<serde_json::Value>("/stats").await["pipeline"]["points_duplicate"], 1_000);
     s.app.stop().await;
 }

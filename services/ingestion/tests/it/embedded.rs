@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use model::Point;
 
-use crate::helpers::{Row, TestApp, assert_rows, config, point, publish_points, publisher};
+use crate::helpers::{Row, assert_rows, ingestion, point, publish_points, publisher};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_thousand_points_through_the_embedded_broker_into_sqlite() {
@@ -19,10 +19,9 @@ async fn twenty_thousand_points_through_the_embedded_broker_into_sqlite() {
         },
     ));
 
-    let (config, data) = config(&url, None);
-    let db_path = config.sqlite_path();
-    let app = TestApp::spawn(config, data).await;
-    assert_eq!(app.stats().await["store"]["primary"], "sqlite");
+    let app = ingestion(&url, None).start().await;
+    let db_path = app.data_dir().join("ingestion.db");
+    assert_eq!(app.get::<serde_json::Value>("/stats").await["store"]["primary"], "sqlite");
 
     let singles: Vec<Point> = (0..10_000).map(|s| point("roaster-a", "s-1", s)).collect();
     let framed: Vec<Point> = (0..10_000).map(|s| point("roaster-b", "s-2", s)).collect();

@@ -7,7 +7,7 @@ use model::Point;
 use testkit::{PrivateMosquitto, PrivatePostgres, TestDatabase};
 
 use crate::helpers::{
-    Row, TestApp, assert_rows, config, pg_pool, pg_rows, point, publish_points, publisher,
+    Row, assert_rows, ingestion, pg_pool, pg_rows, point, publish_points, publisher,
     wait_pg_count,
 };
 
@@ -16,8 +16,7 @@ async fn ready_follows_postgres_and_the_fallback_catches_up() {
     let broker = PrivateMosquitto::start().await;
     let pg = PrivatePostgres::start().await;
     let db = TestDatabase::create_on(&pg.url()).await;
-    let (config, data) = config(&broker.url(), Some(&db.url));
-    let app = TestApp::spawn(config, data).await;
+    let app = ingestion(&broker.url(), Some(&db.url)).start().await;
     let device = publisher(&broker.url()).await;
 
     let points: Vec<Point> = (0..3_000).map(|s| point("roaster-fb", "s-1", s)).collect();
@@ -50,12 +49,12 @@ async fn ready_follows_postgres_and_the_fallback_catches_up() {
         Duration::from_secs(30),
         "every point acked from the fallback",
         || async {
-            let stats = app.stats().await;
+            let stats = app.get::<serde_json::Value>("/stats").await;
             (stats["pipeline"]["acks_released"].as_u64() >= Some(2_000)).then_some(stats)
         },
     )
     .await;
-    let stats = app.stats().await;
+    let stats = app.get::<serde_json::Value>("/stats").await;
     assert!(
         stats["store"]["fallback_backlog_points"].as_u64() > Some(0),
         "{stats}"
@@ -75,7 +74,7 @@ async fn ready_follows_postgres_and_the_fallback_catches_up() {
     testkit::eventually(
         Duration::from_secs(30),
         "the fallback to be empty",
-        || async { (app.stats().await["store"]["fallback_backlog_points"] == 0).then_some(()) },
+        || async { (app.get::<serde_json::Value>("/stats").await["store"]["fallback_backlog_points"] == 0).then_some(()) },
     )
     .await;
     app.stop().await;

@@ -7,7 +7,7 @@ use model::Point;
 use testkit::{PrivateMosquitto, PrivatePostgres, Server, TestDatabase};
 
 use crate::helpers::{
-    Row, Stack, TestApp, assert_rows, config, pg_pool, pg_rows, point, start_process, stream_at,
+    Row, Stack, TestApp, assert_rows, ingestion, pg_pool, pg_rows, point, start_process, stream_at,
     wait_pg_count,
 };
 
@@ -100,8 +100,7 @@ async fn postgres_down_for_30_s_under_load_loses_nothing() {
     let broker = PrivateMosquitto::start().await;
     let pg = PrivatePostgres::start().await;
     let db = TestDatabase::create_on(&pg.url()).await;
-    let (config, data) = config(&broker.url(), Some(&db.url));
-    let app = TestApp::spawn(config, data).await;
+    let app = ingestion(&broker.url(), Some(&db.url)).start().await;
 
     // 2,000 points/s for 40 s: PostgreSQL goes away 5 s in and comes back 30 s later.
     let points: Vec<Point> = (0..80_000)
@@ -142,7 +141,7 @@ async fn postgres_down_for_30_s_under_load_loses_nothing() {
 }
 
 async fn acks_released(app: &TestApp) -> u64 {
-    app.stats().await["pipeline"]["acks_released"]
+    app.get::<serde_json::Value>("/stats").await["pipeline"]["acks_released"]
         .as_u64()
         .unwrap_or(0)
 }

@@ -1,118 +1,27 @@
 //! Spawning the service and talking to it, for every test in this binary.
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ingestion::Config;
+use ingestion::{Config, Ingestion};
+use kit::service::Service as _;
 use model::{Channels, Point, SessionEvent, SessionState, Topic, TopicKind};
 use mqtt::{Publisher, QoS};
-use secrecy::SecretString;
-use serde::de::DeserializeOwned;
-use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-/// A running ingestion service, its temporary data directory, and an HTTP client.
-pub struct TestApp {
-    pub addr: SocketAddr,
-    pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), ingestion::Error>>>,
-    _data: Option<tempfile::TempDir>,
-}
+/// A running ingestion service (see `testkit::spawn`).
+pub type TestApp = testkit::TestService<Ingestion>;
 
-/// A configuration for tests: the given broker and database, a temporary data directory, a
-/// unique client id, fast store probing.
-pub fn config(mqtt_url: &str, postgres_url: Option<&str>) -> (Config, tempfile::TempDir) {
-    let data = tempfile::tempdir().unwrap();
-    let mut c = Config {
-        data_dir: data.path().to_owned(),
-        ..Config::default()
-    };
-    c.mqtt.url = mqtt_url.to_owned();
-    c.mqtt.client_id = Some(testkit::unique_name("ingestion"));
-    c.mqtt.reconnect_max_ms = 500;
-    c.postgres.url = postgres_url.map(|u| SecretString::from(u.to_owned()));
-    c.postgres.acquire_timeout_ms = 1_000;
-    c.store.probe_interval_ms = 200;
-    c.ingestion.http_addr = "127.0.0.1:0".parse().unwrap();
-    c.ingestion.drain_timeout_secs = 10;
-    c.log.format = kit::logging::LogFormat::Text;
-    (c, data)
-}
-
-impl TestApp {
-    /// Starts the service in this process and waits until it is ready.
-    pub async fn spawn(config: Config, data: tempfile::TempDir) -> TestApp {
-        let app = Self::spawn_unready(config, Some(data)).await;
-        app.wait_ready().await;
-        app
-    }
-
-    pub async fn spawn_unready(config: Config, data: Option<tempfile::TempDir>) -> TestApp {
-        kit::logging::init(&config.log);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ingestion::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        TestApp {
-            addr,
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            task: Some(task),
-            _data: data,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> T {
-        let resp = self.http.get(self.url(path)).send().await.unwrap();
-        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
-        resp.json().await.unwrap()
-    }
-
-    pub async fn status(&self, path: &str) -> reqwest::StatusCode {
-        self.http.get(self.url(path)).send().await.unwrap().status()
-    }
-
-    pub async fn text(&self, path: &str) -> String {
-        self.http
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    pub async fn stats(&self) -> serde_json::Value {
-        self.get("/stats").await
-    }
-
-    pub async fn wait_ready(&self) {
-        testkit::eventually(Duration::from_secs(20), "ingestion to be ready", || async {
-            (self.status("/ready").await == reqwest::StatusCode::OK).then_some(())
-        })
-        .await;
-    }
-
-    /// Asks the service to stop and waits for it; returns how long it took.
-    pub async fn stop(mut self) -> Duration {
-        let started = Instant::now();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
-        started.elapsed()
+/// The service for tests on the given broker and database (SQLite in its data directory when
+/// none), with fast reconnects and store probing so that fault tests take seconds.
+pub fn ingestion(mqtt_url: &str, postgres_url: Option<&str>) -> testkit::Spawn<Ingestion> {
+    let spawn = testkit::spawn::<Ingestion>()
+        .mqtt(mqtt_url)
+        .set("mqtt.reconnect_max_ms", 500)
+        .set("postgres.acquire_timeout_ms", 1_000)
+        .set("store.probe_interval_ms", 200)
+        .set("ingestion.drain_timeout_secs", 10);
+    match postgres_url {
+        Some(url) => spawn.postgres_url(url),
+        None => spawn,
     }
 }
 
@@ -321,12 +230,13 @@ impl Stack {
     }
 
     /// As [`start`](Self::start), with the service's configuration adjusted first.
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Stack {
+    pub async fn start_with(adjust: impl FnOnce(&mut Config) + Send + 'static) -> Stack {
         let broker = testkit::PrivateMosquitto::start().await;
         let db = testkit::TestDatabase::create().await;
-        let (mut config, data) = config(&broker.url(), Some(&db.url));
-        adjust(&mut config);
-        let app = TestApp::spawn(config, data).await;
+        let app = ingestion(&broker.url(), Some(&db.url))
+            .configure(adjust)
+            .start()
+            .await;
         let pool = pg_pool(&db.url).await;
         let device = publisher(&broker.url()).await;
         Stack {
@@ -339,101 +249,28 @@ impl Stack {
     }
 }
 
-/// The real `ingestion` binary running as a child process, for drills that kill it.
-pub struct Process {
-    child: Child,
-    pub http: String,
-}
-
-/// Starts the real `ingestion` binary, configured through the environment as in a container
-/// (`extra_env` adds or overrides settings).
+/// Starts the real `ingestion` binary on a free port, configured through the environment as in
+/// a container (`extra_env` adds or overrides settings).
 pub async fn start_process(
     mqtt: &str,
     pg: &str,
     data: &std::path::Path,
     client_id: &str,
     extra_env: &[(&str, &str)],
-) -> Process {
-    start_process_at(testkit::free_port(), mqtt, pg, data, client_id, extra_env).await
-}
-
-/// [`start_process`] with its HTTP API on `port`: a restarted process keeps its address.
-pub async fn start_process_at(
-    port: u16,
-    mqtt: &str,
-    pg: &str,
-    data: &std::path::Path,
-    client_id: &str,
-    extra_env: &[(&str, &str)],
-) -> Process {
-    let child = Command::new(env!("CARGO_BIN_EXE_ingestion"))
-        .env("SIMCORP_MQTT_URL", mqtt)
-        .env("SIMCORP_MQTT_CLIENT_ID", client_id)
-        .env("SIMCORP_POSTGRES_URL", pg)
-        .env("SIMCORP_DATA_DIR", data)
-        .env("SIMCORP_INGESTION_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("SIMCORP_LOG_LEVEL", "warn")
-        .envs(extra_env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let process = Process {
-        child,
-        http: format!("http://127.0.0.1:{port}"),
-    };
-    let ready = format!("{}/ready", process.http);
-    testkit::eventually(
-        Duration::from_secs(30),
-        "the ingestion process to be ready",
-        || {
-            let ready = ready.clone();
-            async move {
-                let resp = reqwest::get(&ready).await.ok()?;
-                resp.status().is_success().then_some(())
-            }
-        },
+) -> testkit::ServiceProcess {
+    let data = data.to_string_lossy();
+    let mut env = vec![
+        ("SIMCORP_MQTT_URL", mqtt),
+        ("SIMCORP_MQTT_CLIENT_ID", client_id),
+        ("SIMCORP_POSTGRES_URL", pg),
+        ("SIMCORP_DATA_DIR", data.as_ref()),
+    ];
+    env.extend_from_slice(extra_env);
+    testkit::ServiceProcess::start(
+        env!("CARGO_BIN_EXE_ingestion"),
+        Ingestion::SECTION,
+        testkit::free_port(),
+        &env,
     )
-    .await;
-    process
-}
-
-impl Process {
-    /// The most memory the process has had resident so far (the kernel's `VmHWM`), in bytes.
-    pub fn peak_rss_bytes(&self) -> u64 {
-        let pid = self.child.id().unwrap();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    }
-
-    /// SIGKILL: no drain, no goodbye to the broker or the database.
-    pub async fn kill(mut self) {
-        self.child.start_kill().unwrap();
-        let status = self.child.wait().await.unwrap();
-        assert!(!status.success(), "ingestion survived kill -9: {status}");
-    }
-
-    /// SIGTERM, then waits; returns how long the process took to exit.
-    pub async fn terminate(mut self) -> Duration {
-        let pid = self.child.id().unwrap();
-        let started = Instant::now();
-        let ok = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await
-            .unwrap()
-            .success();
-        assert!(ok);
-        let status = tokio::time::timeout(Duration::from_secs(35), self.child.wait())
-            .await
-            .expect("ingestion did not exit within the 30 s drain deadline")
-            .unwrap();
-        assert!(status.success(), "ingestion exited with {status}");
-        started.elapsed()
-    }
+    .await
 }

@@ -6,7 +6,6 @@
 mod helpers;
 
 mod api;
-mod at_load;
 mod bad_input;
 mod degraded;
 mod delivery;

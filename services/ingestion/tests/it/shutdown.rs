@@ -10,7 +10,7 @@ use model::Point;
 use testkit::{PrivateMosquitto, Server, TestDatabase};
 
 use crate::helpers::{
-    Process, Row, assert_rows, pg_pool, pg_rows, point, start_process, stream_at, wait_pg_count,
+    Row, assert_rows, pg_pool, pg_rows, point, start_process, stream_at, wait_pg_count,
 };
 
 /// A private broker and database, and what the ingestion process needs to come back as itself
@@ -32,7 +32,7 @@ impl Setup {
         }
     }
 
-    async fn start(&self) -> Process {
+    async fn start(&self) -> testkit::ServiceProcess {
         let (mqtt, pg) = (self.broker.url(), &self.db.url);
         start_process(&mqtt, pg, self.data.path(), &self.client_id, &[]).await
     }

@@ -1,57 +1,26 @@
 //! The sim-publisher, driven over HTTP, observed over MQTT: fleets publish the device contract
 //! exactly as roasters must.
 #![allow(clippy::unwrap_used)] // In tests a panic is the assertion.
-#![allow(unreachable_pub)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use model::{Limits, SessionState, TopicKind};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
-use sim_publisher::Config;
+use sim_publisher::SimPublisher;
 use testkit::PrivateMosquitto;
 use tokio::sync::mpsc;
 
-struct App {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), sim_publisher::Error>>,
-}
+type App = testkit::TestService<SimPublisher>;
 
-impl App {
-    async fn spawn(mqtt_url: &str, default_fleet: Option<sim_publisher::FleetSpec>) -> App {
-        let mut config = Config::default();
-        config.mqtt.url = mqtt_url.to_owned();
-        config.mqtt.client_id = Some(testkit::unique_name("sim"));
-        config.sim_publisher.default_fleet = default_fleet;
-        config.log.format = kit::logging::LogFormat::Text;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(sim_publisher::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        App {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("sim-publisher did not stop in time")
-            .unwrap()
-            .unwrap();
-    }
+/// The service on `mqtt_url`, with its default fleet (none unless given).
+async fn spawn(mqtt_url: &str, default_fleet: Option<sim_publisher::FleetSpec>) -> App {
+    testkit::spawn::<SimPublisher>()
+        .mqtt(mqtt_url)
+        .configure(|c| c.sim_publisher.default_fleet = default_fleet)
+        .start()
+        .await
 }
 
 /// Every message published under `roasters/#`, as (topic, payload), in arrival order.
@@ -130,7 +99,7 @@ fn decode(seen: &mut BTreeMap<String, Device>, topic: &str, payload: &[u8]) {
 async fn a_fleet_publishes_whole_roasts_in_the_device_contract() {
     let broker = PrivateMosquitto::start().await;
     let mut messages = listen(&broker.url()).await;
-    let app = App::spawn(&broker.url(), None).await;
+    let app = spawn(&broker.url(), None).await;
     let http = reqwest::Client::new();
 
     // Three roasters, one roast each, 600x real time: a 12-minute roast in about 1.2 s.
@@ -207,7 +176,7 @@ async fn a_fleet_publishes_whole_roasts_in_the_device_contract() {
 async fn frames_carry_several_points_and_stopping_ends_the_roast() {
     let broker = PrivateMosquitto::start().await;
     let mut messages = listen(&broker.url()).await;
-    let app = App::spawn(&broker.url(), None).await;
+    let app = spawn(&broker.url(), None).await;
     let http = reqwest::Client::new();
     let fleet: serde_json::Value = http
         .post(app.url("/fleets"))
@@ -267,7 +236,7 @@ async fn frames_carry_several_points_and_stopping_ends_the_roast() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_fleets_are_refused_with_a_reason() {
     let broker = PrivateMosquitto::start().await;
-    let app = App::spawn(&broker.url(), None).await;
+    let app = spawn(&broker.url(), None).await;
     let http = reqwest::Client::new();
     for (body, says) in [
         (json!({"roasters": 0}), "roasters"),
@@ -299,7 +268,7 @@ async fn the_default_fleet_starts_with_the_service() {
         acceleration: 100.0,
         ..sim_publisher::FleetSpec::default()
     };
-    let app = App::spawn(&broker.url(), Some(spec)).await;
+    let app = spawn(&broker.url(), Some(spec)).await;
     let url = app.url("/fleets");
     let fleets: Vec<serde_json::Value> =
         testkit::eventually(Duration::from_secs(10), "the default fleet", || {

@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sim_engine::{Event, EventKind, Profile, RoastConfig, Sample, builtin_profile, simulate};
 
-use crate::helpers::TestApp;
+use sim_twin::SimTwin;
 
 fn parse(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
@@ -12,7 +12,7 @@ fn parse(body: &str) -> Value {
 
 #[tokio::test]
 async fn simulate_a_builtin_profile_gives_the_engines_roast() {
-    let app = TestApp::spawn(|_| {}).await;
+    let app = testkit::spawn::<SimTwin>().start().await;
     let (status, body) = app
         .post(
             "/simulate",
@@ -54,7 +54,7 @@ async fn simulate_a_builtin_profile_gives_the_engines_roast() {
 
 #[tokio::test]
 async fn simulate_without_a_body_is_the_default_roast() {
-    let app = TestApp::spawn(|_| {}).await;
+    let app = testkit::spawn::<SimTwin>().start().await;
     let resp = app.http.post(app.url("/simulate")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let v: Value = resp.json().await.unwrap();
@@ -69,7 +69,7 @@ async fn simulate_without_a_body_is_the_default_roast() {
 
 #[tokio::test]
 async fn simulate_a_custom_profile() {
-    let app = TestApp::spawn(|_| {}).await;
+    let app = testkit::spawn::<SimTwin>().start().await;
     let profile = json!({
         "name": "house espresso",
         "steps": [
@@ -102,7 +102,10 @@ async fn simulate_a_custom_profile() {
 
 #[tokio::test]
 async fn bad_input_is_a_400_with_the_reason() {
-    let app = TestApp::spawn(|c| c.sim_twin.max_samples = 5_000).await;
+    let app = testkit::spawn::<SimTwin>()
+        .set("sim_twin.max_samples", 5_000)
+        .start()
+        .await;
     let cases = [
         (
             r#"{"profile": "espresso"}"#,
@@ -159,8 +162,8 @@ async fn bad_input_is_a_400_with_the_reason() {
 
 #[tokio::test]
 async fn profiles_are_listed() {
-    let app = TestApp::spawn(|_| {}).await;
-    let (status, body) = app.get("/profiles").await;
+    let app = testkit::spawn::<SimTwin>().start().await;
+    let (status, body) = app.get_text("/profiles").await;
     assert_eq!(status, StatusCode::OK);
     let profiles: Vec<Profile> = serde_json::from_str(&body).unwrap();
     assert_eq!(profiles, sim_engine::builtin_profiles());
@@ -169,11 +172,11 @@ async fn profiles_are_listed() {
 
 #[tokio::test]
 async fn ops_endpoints_answer() {
-    let app = TestApp::spawn(|_| {}).await;
-    let (status, body) = app.get("/health").await;
+    let app = testkit::spawn::<SimTwin>().start().await;
+    let (status, body) = app.get_text("/health").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(parse(&body)["service"], "sim-twin");
-    let (status, body) = app.get("/ready").await;
+    let (status, body) = app.get_text("/ready").await;
     assert_eq!(
         status,
         StatusCode::OK,
@@ -181,7 +184,7 @@ async fn ops_endpoints_answer() {
     );
     let (status, _) = app.post("/simulate", "{}").await;
     assert_eq!(status, StatusCode::OK);
-    let (status, metrics) = app.get("/metrics").await;
+    let (status, metrics) = app.get_text("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         metrics.contains("simcorp_sim_twin_samples_total"),

@@ -10,8 +10,17 @@
 //! old publish time) and the peak resident memory of the ingestion process(es) (the kernel's
 //! high-water mark).
 //!
-//! A minute of full load each, and a release build to carry it, so they are not part of the
-//! ordinary test run: `cargo xtask drills` runs them one after another.
+//! A minute of full load each, and a release build to carry it, so they are a test binary of
+//! their own that runs only with `SIMCORP_DRILLS=1`: `cargo xtask drills` builds it in release and
+//! runs the drills one after another. Without it each drill says that it was skipped; nextest's
+//! default filter (`.config/nextest.toml`) leaves this binary out and counts them as skipped.
+#![allow(clippy::unwrap_used)] // In tests a panic is the assertion.
+#![allow(unreachable_pub)]
+
+// The ingestion suite's helpers (devices, points, the service binary as a process).
+#[allow(dead_code)]
+#[path = "../it/helpers.rs"]
+mod helpers;
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +30,7 @@ use loadtest::verify::VerifyConfig;
 use testkit::{PrivateMosquitto, PrivatePostgres, PrivateRedis, TestDatabase};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{Process, start_process_at};
+use testkit::ServiceProcess;
 
 const RATE: u64 = 10_000;
 const SESSIONS: u32 = 1000;
@@ -44,7 +53,7 @@ struct Replica {
     client_id: String,
     data: tempfile::TempDir,
     port: u16,
-    process: Option<Process>,
+    process: Option<ServiceProcess>,
     peak_rss: u64,
 }
 
@@ -101,13 +110,19 @@ impl Replica {
 
     /// Starts the process and waits until it is ready.
     async fn start(&mut self, stack: &Stack) {
-        let env: Vec<(&str, &str)> = stack.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let process = start_process_at(
+        let data = self.data.path().to_string_lossy();
+        let mut env = vec![
+            ("SIMCORP_MQTT_URL", stack.broker.url()),
+            ("SIMCORP_MQTT_CLIENT_ID", self.client_id.clone()),
+            ("SIMCORP_POSTGRES_URL", stack.db.url.clone()),
+            ("SIMCORP_DATA_DIR", data.into_owned()),
+        ];
+        env.extend(stack.env.iter().cloned());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let process = ServiceProcess::start(
+            env!("CARGO_BIN_EXE_ingestion"),
+            "ingestion",
             self.port,
-            &stack.broker.url(),
-            &stack.db.url,
-            self.data.path(),
-            &self.client_id,
             &env,
         )
         .await;
@@ -196,8 +211,10 @@ fn recovered_after(report: &Report, since_ms: i64) -> Option<f64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-#[ignore = "a minute at full load on a release build: cargo xtask drills"]
 async fn kill_9_of_ingestion() {
+    if !testkit::drill("kill_9_of_ingestion") {
+        return;
+    }
     let stack = Stack::start().await;
     let mut a = stack.replica("ingestion").await;
     let start = Instant::now();
@@ -221,8 +238,10 @@ async fn kill_9_of_ingestion() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-#[ignore = "a minute at full load on a release build: cargo xtask drills"]
 async fn sigterm_of_ingestion() {
+    if !testkit::drill("sigterm_of_ingestion") {
+        return;
+    }
     let stack = Stack::start().await;
     let mut a = stack.replica("ingestion").await;
     let start = Instant::now();
@@ -245,8 +264,10 @@ async fn sigterm_of_ingestion() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-#[ignore = "a minute at full load on a release build: cargo xtask drills"]
 async fn postgres_stopped_for_30_s() {
+    if !testkit::drill("postgres_stopped_for_30_s") {
+        return;
+    }
     let stack = Stack::start().await;
     let mut a = stack.replica("ingestion").await;
     let start = Instant::now();
@@ -288,8 +309,10 @@ async fn fallback_backlog(r: &Replica) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-#[ignore = "a minute at full load on a release build: cargo xtask drills"]
 async fn mosquitto_restarted() {
+    if !testkit::drill("mosquitto_restarted") {
+        return;
+    }
     let mut stack = Stack::start().await;
     let mut a = stack.replica("ingestion").await;
     let start = Instant::now();
@@ -310,8 +333,10 @@ async fn mosquitto_restarted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-#[ignore = "a minute at full load on a release build: cargo xtask drills"]
 async fn mosquitto_killed() {
+    if !testkit::drill("mosquitto_killed") {
+        return;
+    }
     let mut stack = Stack::start().await;
     let mut a = stack.replica("ingestion").await;
     let start = Instant::now();
@@ -340,8 +365,10 @@ async fn mosquitto_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-#[ignore = "a minute at full load on a release build: cargo xtask drills"]
 async fn redis_stopped_for_10_s() {
+    if !testkit::drill("redis_stopped_for_10_s") {
+        return;
+    }
     let mut stack = Stack::start().await;
     let mut redis = PrivateRedis::start().await;
     stack.env.push(("SIMCORP_REDIS_URL", redis.url()));
@@ -365,8 +392,10 @@ async fn redis_stopped_for_10_s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-#[ignore = "a minute at full load on a release build: cargo xtask drills"]
 async fn one_of_two_replicas_killed() {
+    if !testkit::drill("one_of_two_replicas_killed") {
+        return;
+    }
     let mut stack = Stack::start().await;
     stack
         .env
@@ -395,8 +424,10 @@ async fn one_of_two_replicas_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-#[ignore = "a minute at full load on a release build: cargo xtask drills"]
 async fn telemetry_table_locked_for_10_s() {
+    if !testkit::drill("telemetry_table_locked_for_10_s") {
+        return;
+    }
     let stack = Stack::start().await;
     let mut a = stack.replica("ingestion").await;
     let pool = sqlx::PgPool::connect(&stack.db.url).await.unwrap();
@@ -430,8 +461,10 @@ async fn telemetry_table_locked_for_10_s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-#[ignore = "a minute at full load on a release build: cargo xtask drills"]
 async fn flood_garbage_and_oversized_payloads() {
+    if !testkit::drill("flood_garbage_and_oversized_payloads") {
+        return;
+    }
     let stack = Stack::start().await;
     let mut a = stack.replica("ingestion").await;
     let start = Instant::now();

@@ -108,7 +108,10 @@ pub(crate) async fn run(sources: Sources, fleet: bool) -> anyhow::Result<()> {
             TcpListener::bind(platform.broker.listen)
                 .await
                 .with_context(|| {
-                    format!("binding the embedded MQTT broker to {}", platform.broker.listen)
+                    format!(
+                        "binding the embedded MQTT broker to {}",
+                        platform.broker.listen
+                    )
                 })?,
         ),
         false => None,
@@ -243,7 +246,10 @@ fn print_banner(
             ingestion = Some(addr);
         }
     }
-    text.push_str(&format!("  {:<15}{store}\n  {:<15}{cache}\n", "store", "cache"));
+    text.push_str(&format!(
+        "  {:<15}{store}\n  {:<15}{cache}\n",
+        "store", "cache"
+    ));
     text.push_str("  every service also serves /health /ready /metrics\n");
     if let Some(http) = ingestion {
         let port = broker.map(|a| a.port()).unwrap_or(1883);

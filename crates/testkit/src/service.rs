@@ -179,11 +179,7 @@ impl<S: Service> TestService<S> {
     }
 
     /// `POST path` with `body` as it is (not necessarily valid JSON): status and body.
-    pub async fn post(
-        &self,
-        path: &str,
-        body: impl Into<String>,
-    ) -> (reqwest::StatusCode, String) {
+    pub async fn post(&self, path: &str, body: impl Into<String>) -> (reqwest::StatusCode, String) {
         let resp = self
             .http
             .post(self.url(path))

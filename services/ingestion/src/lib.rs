@@ -81,7 +81,8 @@ async fn run(
         });
     }
 
-    let cache = cache::Cache::new(&config.redis).map_err(|e| Error::start("setting up the cache", e))?;
+    let cache =
+        cache::Cache::new(&config.redis).map_err(|e| Error::start("setting up the cache", e))?;
     let (cache_tx, cache_rx) = tokio::sync::mpsc::channel(1024);
     {
         let cache = cache.clone();

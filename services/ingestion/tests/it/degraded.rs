@@ -21,9 +21,8 @@ async fn two_replicas_split_one_shared_subscription() {
     let broker = PrivateMosquitto::start().await;
     let db = TestDatabase::create().await;
     // Each replica gets a client id and a data directory of its own.
-    let replica = || {
-        ingestion(&broker.url(), Some(&db.url)).set("ingestion.share_group", "ingestion")
-    };
+    let replica =
+        || ingestion(&broker.url(), Some(&db.url)).set("ingestion.share_group", "ingestion");
     let a = replica().start().await;
     let b = replica().start().await;
 
@@ -40,7 +39,10 @@ async fn two_replicas_split_one_shared_subscription() {
 
     // Each replica took a share of the stream, and together exactly all of it.
     let took = |stats: serde_json::Value| stats["pipeline"]["points_committed"].as_u64().unwrap();
-    let (from_a, from_b) = (took(a.get::<serde_json::Value>("/stats").await), took(b.get::<serde_json::Value>("/stats").await));
+    let (from_a, from_b) = (
+        took(a.get::<serde_json::Value>("/stats").await),
+        took(b.get::<serde_json::Value>("/stats").await),
+    );
     assert!(
         from_a > 0 && from_b > 0,
         "one replica got nothing: {from_a} / {from_b}"

@@ -71,6 +71,9 @@ async fn points_delivered_twice_are_stored_once() {
     .await;
     let expected: Vec<Row> = points.iter().map(Row::expected).collect();
     assert_rows(&pg_rows(&s.pool, "roaster-dup").await, &expected);
-    assert_eq!(s.app.get::<serde_json::Value>("/stats").await["pipeline"]["points_duplicate"], 1_000);
+    assert_eq!(
+        s.app.get::<serde_json::Value>("/stats").await["pipeline"]["points_duplicate"],
+        1_000
+    );
     s.app.stop().await;
 }

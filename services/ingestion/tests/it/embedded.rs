@@ -21,7 +21,10 @@ async fn twenty_thousand_points_through_the_embedded_broker_into_sqlite() {
 
     let app = ingestion(&url, None).start().await;
     let db_path = app.data_dir().join("ingestion.db");
-    assert_eq!(app.get::<serde_json::Value>("/stats").await["store"]["primary"], "sqlite");
+    assert_eq!(
+        app.get::<serde_json::Value>("/stats").await["store"]["primary"],
+        "sqlite"
+    );
 
     let singles: Vec<Point> = (0..10_000).map(|s| point("roaster-a", "s-1", s)).collect();
     let framed: Vec<Point> = (0..10_000).map(|s| point("roaster-b", "s-2", s)).collect();

@@ -7,8 +7,7 @@ use model::Point;
 use testkit::{PrivateMosquitto, PrivatePostgres, TestDatabase};
 
 use crate::helpers::{
-    Row, assert_rows, ingestion, pg_pool, pg_rows, point, publish_points, publisher,
-    wait_pg_count,
+    Row, assert_rows, ingestion, pg_pool, pg_rows, point, publish_points, publisher, wait_pg_count,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,7 +73,10 @@ async fn ready_follows_postgres_and_the_fallback_catches_up() {
     testkit::eventually(
         Duration::from_secs(30),
         "the fallback to be empty",
-        || async { (app.get::<serde_json::Value>("/stats").await["store"]["fallback_backlog_points"] == 0).then_some(()) },
+        || async {
+            (app.get::<serde_json::Value>("/stats").await["store"]["fallback_backlog_points"] == 0)
+                .then_some(())
+        },
     )
     .await;
     app.stop().await;

@@ -1,5 +1,5 @@
 # One image for every simcorp service: `simcorp serve <service>` selects the service
-# (compose/docker-compose.yml and deploy/ do so), `simcorp up` runs them all.
+# (compose/docker-compose.yml does so for each), `simcorp up` runs them all.
 #
 #   docker build -t simcorp .
 #
@@ -23,10 +23,11 @@ COPY --from=build /usr/local/bin/simcorp /usr/local/bin/simcorp
 USER simcorp
 WORKDIR /var/lib/simcorp
 ENV SIMCORP_DATA_DIR=/var/lib/simcorp
-# Ingestion's port; other services publish theirs through their own configuration.
-EXPOSE 4001
+# The services' ports (crates/simcorp/src/registry.rs); a container publishes its own.
+EXPOSE 4001 4002 4003
 # The SQLite fallback must survive container restarts: mount a volume here.
 VOLUME /var/lib/simcorp
+# SIMCORP_HEALTH_PORT: the port of the service this container runs (compose sets it).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD curl -fsS http://127.0.0.1:${SIMCORP_HEALTH_PORT:-4001}/health || exit 1
 # SIGTERM (docker stop) drains: the service writes and acknowledges what it received.

@@ -1,6 +1,6 @@
-//! End-to-end `Store::write` of one batch against the shared PostgreSQL (a fresh database), for
-//! both write strategies at 10, 100, 1000 and 10 000 points per batch. Every iteration writes a
-//! new session, so rows are really inserted rather than absorbed as duplicates.
+//! End-to-end `Store::write` of one batch against the shared PostgreSQL (a fresh database), at
+//! 10, 100, 1000 and 10 000 points per batch. Every iteration writes a new session, so rows are
+//! really inserted rather than absorbed as duplicates.
 //!
 //! Without a PostgreSQL at `SIMCORP_TEST_POSTGRES_ADDR` (default 127.0.0.1:5432) it says so and
 //! exits successfully, so `cargo bench` works on any machine.
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
-use store::{PgStore, PostgresConfig, Store, WriteStrategy};
+use store::{PgStore, PostgresConfig, Store};
 use testkit::{Server, TestDatabase};
 
 fn reachable(addr: &str) -> bool {
@@ -45,40 +45,36 @@ fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     let mut group = criterion.benchmark_group("pg_write");
     let session = AtomicU64::new(0);
-    for strategy in [WriteStrategy::Unnest, WriteStrategy::Copy] {
-        let store = rt.block_on(async {
-            let cfg = PostgresConfig {
-                write_strategy: strategy,
-                statement_timeout_ms: 60_000,
-                ..PostgresConfig::default()
-            };
-            let pg = PgStore::connect(&url, &cfg).expect("valid URL");
-            pg.migrate().await.expect("migrations");
-            pg.ensure_partitions(model::now_ms(), 1, 1)
-                .await
-                .expect("partitions");
-            Store::Postgres(pg)
+    let store = rt.block_on(async {
+        let cfg = PostgresConfig {
+            statement_timeout_ms: 60_000,
+            ..PostgresConfig::default()
+        };
+        let pg = PgStore::connect(&url, &cfg).expect("valid URL");
+        pg.migrate().await.expect("migrations");
+        pg.ensure_partitions(model::now_ms(), 1, 1)
+            .await
+            .expect("partitions");
+        Store::Postgres(pg)
+    });
+    for n in [10usize, 100, 1000, 10_000] {
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("unnest", n), |b| {
+            b.to_async(&rt).iter_batched(
+                || {
+                    let s = format!("bench-{}", session.fetch_add(1, Ordering::Relaxed));
+                    benches::telemetry_batch("roaster-bench", &s, 0, n, model::now_ms())
+                },
+                |batch| {
+                    let store = store.clone();
+                    async move {
+                        let outcome = store.write(&batch).await.expect("write");
+                        assert_eq!(outcome.points_inserted, n as u64);
+                    }
+                },
+                BatchSize::PerIteration,
+            )
         });
-        let name = format!("{strategy:?}").to_lowercase();
-        for n in [10usize, 100, 1000, 10_000] {
-            group.throughput(Throughput::Elements(n as u64));
-            group.bench_function(BenchmarkId::new(&name, n), |b| {
-                b.to_async(&rt).iter_batched(
-                    || {
-                        let s = format!("bench-{}", session.fetch_add(1, Ordering::Relaxed));
-                        benches::telemetry_batch("roaster-bench", &s, 0, n, model::now_ms())
-                    },
-                    |batch| {
-                        let store = store.clone();
-                        async move {
-                            let outcome = store.write(&batch).await.expect("write");
-                            assert_eq!(outcome.points_inserted, n as u64);
-                        }
-                    },
-                    BatchSize::PerIteration,
-                )
-            });
-        }
     }
     group.finish();
     criterion.final_summary();

@@ -35,7 +35,8 @@ enum Command {
         #[command(flatten)]
         options: Options,
     },
-    /// Apply the database migrations (PostgreSQL when configured, else the SQLite store).
+    /// Apply every domain's database migrations (to PostgreSQL when configured, else to each
+    /// domain's SQLite file under the data directory).
     Migrate(Options),
 }
 
@@ -124,23 +125,93 @@ impl Cli {
     }
 }
 
-async fn migrate(sources: Sources) -> anyhow::Result<()> {
-    // Ingestion's configuration names every store setting (and its SQLite file) there is today.
-    let config: ingestion::Config = kit::config::load(&sources)?;
-    match &config.postgres.url {
-        Some(url) => {
-            let pg = store::PgStore::connect(url.expose_secret(), &config.postgres)?;
-            pg.migrate().await.context("migrating PostgreSQL")?;
-            println!("PostgreSQL: migrations applied");
-        }
-        None => {
-            let path = config.sqlite_path();
-            // Opening the SQLite store applies its migrations.
-            store::SqliteStore::open(&path, &config.sqlite)
-                .await
-                .with_context(|| format!("migrating {}", path.display()))?;
-            println!("SQLite {}: migrations applied", path.display());
+/// What `simcorp migrate` reads: the store's own sections, whichever services will use them.
+/// Other sections of a shared file are the services' and are ignored here.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+struct MigrateConfig {
+    /// Where the SQLite files live when there is no PostgreSQL.
+    data_dir: PathBuf,
+    postgres: store::PostgresConfig,
+    sqlite: store::SqliteConfig,
+}
+
+impl Default for MigrateConfig {
+    fn default() -> Self {
+        MigrateConfig {
+            // The same default as every service's, so that both find the same files.
+            data_dir: PathBuf::from("./data"),
+            postgres: store::PostgresConfig::default(),
+            sqlite: store::SqliteConfig::default(),
         }
     }
+}
+
+impl kit::config::Validate for MigrateConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("data_dir must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// Applies every domain's migrations: to PostgreSQL when configured, else to each domain's
+/// SQLite file under `data_dir`. Prints one line per domain.
+async fn migrate(sources: Sources) -> anyhow::Result<()> {
+    let config: MigrateConfig = kit::config::load(&sources)?;
+    let lines: Vec<String> = match &config.postgres.url {
+        Some(url) => {
+            let pool = store::postgres_pool(url.expose_secret(), &config.postgres)?;
+            let migrated = store::migrate_all(store::MigrationTarget::Postgres(&pool)).await;
+            pool.close().await;
+            let migrated = migrated.context("migrating PostgreSQL")?;
+            migrated
+                .iter()
+                .map(|m| format!("PostgreSQL: {}", describe(m)))
+                .collect()
+        }
+        None => {
+            let target = store::MigrationTarget::Sqlite {
+                dir: &config.data_dir,
+                config: &config.sqlite,
+            };
+            let migrated = store::migrate_all(target)
+                .await
+                .with_context(|| format!("migrating SQLite under {}", config.data_dir.display()))?;
+            let file = |domain: &str| {
+                store::domains()
+                    .iter()
+                    .find(|d| d.name() == domain)
+                    .map_or("?", |d| d.sqlite_file())
+            };
+            migrated
+                .iter()
+                .map(|m| {
+                    let path = config.data_dir.join(file(m.domain));
+                    format!("SQLite {}: {}", path.display(), describe(m))
+                })
+                .collect()
+        }
+    };
+    for line in lines {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// `telemetry: applied 1, 2 (now at version 2)` or `telemetry: up to date (version 2)`.
+fn describe(m: &store::Migrated) -> String {
+    let version = m
+        .version
+        .map_or_else(|| "no migrations".to_owned(), |v| format!("version {v}"));
+    if m.applied.is_empty() {
+        return format!("{}: up to date ({version})", m.domain);
+    }
+    let applied: Vec<String> = m.applied.iter().map(i64::to_string).collect();
+    format!(
+        "{}: applied {} (now at {version})",
+        m.domain,
+        applied.join(", ")
+    )
 }

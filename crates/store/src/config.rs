@@ -1,7 +1,13 @@
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-/// How to reach PostgreSQL and how to write to it.
+use crate::pool::PoolSettings;
+
+/// `[postgres]`: how to reach PostgreSQL, shared by every service that stores something there.
+///
+/// Batches of points are written with one `INSERT … SELECT … FROM unnest($1::text[], …)`
+/// statement. A second strategy, binary `COPY` into a staging table, was measured and removed:
+/// see `docs/ARCHITECTURE.md` (store) for the figures; `write_strategy` is no longer a setting.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
@@ -19,7 +25,6 @@ pub struct PostgresConfig {
     /// Server-side `statement_timeout` of every connection: a write that cannot finish in time
     /// counts as PostgreSQL unavailable (the batch goes to the fallback).
     pub statement_timeout_ms: u64,
-    pub write_strategy: WriteStrategy,
 }
 
 impl Default for PostgresConfig {
@@ -30,41 +35,19 @@ impl Default for PostgresConfig {
             min_connections: 4,
             acquire_timeout_ms: 2000,
             statement_timeout_ms: 5000,
-            write_strategy: WriteStrategy::default(),
         }
     }
 }
 
-/// How a batch of points is sent to PostgreSQL. Both end in
-/// `INSERT INTO telemetry ... ON CONFLICT DO NOTHING`, so identity semantics are the same.
-///
-/// Measured with `cargo bench -p benches --bench pg_write` (end-to-end `Store::write` of a batch
-/// of fresh points in one transaction, PostgreSQL 15 on the same 2-core machine over TCP, fsync
-/// on, load average ~2.3 from other work, with sqlx-core patched for TCP_NODELAY — see
-/// vendor/README.md):
-///
-/// | points/batch | Unnest: time/batch | Unnest: points/s | Copy: time/batch | Copy: points/s |
-/// |---:|---:|---:|---:|---:|
-/// | 10 | 1.16 ms | 8.7 k | 4.7 ms | 2.1 k |
-/// | 100 | 3.5 ms | 28 k | 8.9 ms | 11 k |
-/// | 1000 | 31 ms | 33 k | 34 ms | 30 k |
-/// | 10000 | 262 ms | 38 k | 222 ms | 45 k |
-///
-/// The server's own floor, from `psql` on the same table: 12–17 µs per row with
-/// `ON CONFLICT DO NOTHING` (7.5 µs without), i.e. idempotency is half of PostgreSQL's cost and
-/// ~60–80k rows/s is the ceiling of one connection here. `Unnest` is the default: it wins at
-/// every batch size the pipeline produces (tens to hundreds of points) and is one statement with
-/// no per-connection state. `Copy` wins by ~15 % from ~10 000 points per batch (bulk loads).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteStrategy {
-    /// `INSERT ... SELECT ... FROM unnest($1::text[], ...)`: one statement, eleven array
-    /// parameters.
-    #[default]
-    Unnest,
-    /// Binary `COPY` into a per-connection temporary staging table, then
-    /// `INSERT ... SELECT ... FROM telemetry_stage`. For bulk loads; see the figures above.
-    Copy,
+impl PostgresConfig {
+    /// The pool part of these settings.
+    pub fn pool(&self) -> PoolSettings {
+        PoolSettings::new(
+            self.max_connections,
+            self.min_connections,
+            self.acquire_timeout_ms,
+        )
+    }
 }
 
 /// How the local SQLite store trades durability for speed.
@@ -139,19 +122,24 @@ mod tests {
             ),
             (8, 2000, 5000)
         );
-        assert_eq!(pg.write_strategy, WriteStrategy::Unnest);
+        assert_eq!(pg.pool().max_connections, 8);
 
         let pg: PostgresConfig =
-            serde_json::from_str(r#"{"url": "postgres://u:pw@h/db", "write_strategy": "copy"}"#)
+            serde_json::from_str(r#"{"url": "postgres://u:pw@h/db", "min_connections": 2}"#)
                 .unwrap();
         assert_eq!(
             pg.url.as_ref().unwrap().expose_secret(),
             "postgres://u:pw@h/db"
         );
-        assert_eq!(pg.write_strategy, WriteStrategy::Copy);
+        assert_eq!(pg.pool().min_connections, 2);
         // The URL may carry a password: never in logs.
         assert!(!format!("{pg:?}").contains("pw"));
         assert!(serde_json::from_str::<PostgresConfig>(r#"{"urll": "x"}"#).is_err());
+        // The removed COPY strategy: a configuration still naming it is refused, not ignored.
+        let err = serde_json::from_str::<PostgresConfig>(r#"{"write_strategy": "copy"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `write_strategy`"), "{err}");
 
         let sqlite: SqliteConfig = serde_json::from_str(r#"{"synchronous": "normal"}"#).unwrap();
         assert_eq!(sqlite.synchronous, Synchronous::Normal);

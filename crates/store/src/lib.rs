@@ -1,33 +1,45 @@
-//! Telemetry storage: the only place in the platform that knows the SQL of telemetry, sessions
-//! and dead letters.
+//! Storage: the only place in the platform that knows SQL. It holds every domain's schema
+//! (telemetry today; events, roast profiles, commands, missions … as their services arrive) and
+//! the shared base their stores are built on, and telemetry's store itself.
 //!
-//! [`Store`] is one API over two backends with the same tables and the same identity semantics:
-//! PostgreSQL ([`PgStore`]: daily partitions, batch writes by `unnest` or binary `COPY`) and
-//! SQLite ([`SqliteStore`]: a single serialized writer in WAL mode). Every write is one
-//! transaction for a whole [`model::Batch`] and is idempotent on a point's identity, so a batch
-//! that is redelivered, or replayed, is absorbed. [`DurableStore`] keeps the platform's promise
-//! that an acknowledged point is durable: it writes to PostgreSQL, falls back to a local SQLite
-//! file while PostgreSQL is down, and replays that file into PostgreSQL once it is back.
+//! The shared base: [`Domain`]s, each with its migrations for both backends and a migration
+//! history of its own, applied together by [`migrate_all`] (`simcorp migrate`) or one at a time
+//! by the store that owns them; [`PoolSettings`], the one way pools are configured for
+//! PostgreSQL ([`postgres_pool`]) and SQLite ([`SqlitePools`]: one writer, a few readers, WAL);
+//! [`StoreError`] with [`ErrorKind`], which classifies a failure the same way on both backends
+//! (unavailable, conflict, bad data, other).
+//!
+//! Telemetry: [`Store`] is one API over two backends with the same tables and the same identity
+//! semantics: PostgreSQL ([`PgStore`]: daily partitions, batch writes by `unnest`) and SQLite
+//! ([`SqliteStore`]: a single serialized writer in WAL mode). Every write is one transaction for
+//! a whole [`model::Batch`] and is idempotent on a point's identity, so a batch that is
+//! redelivered, or replayed, is absorbed. [`DurableStore`] keeps the platform's promise that an
+//! acknowledged point is durable: it writes to PostgreSQL, falls back to a local SQLite file
+//! while PostgreSQL is down, and replays that file into PostgreSQL once it is back.
 //!
 //! Not here: decoding and validation (the `model` crate: a [`model::Point`] is trusted as
 //! valid), batching and acknowledgement (the pipeline), HTTP (the services). Metrics are emitted
 //! through the `metrics` facade; installing a recorder is the service's job.
 
 mod config;
+mod domain;
 mod durable;
 mod error;
 mod metrics;
 pub mod pg;
+mod pool;
 mod rows;
 mod sqlite;
 
 use model::{Batch, Point};
 
-pub use config::{MaintenanceConfig, PostgresConfig, SqliteConfig, Synchronous, WriteStrategy};
+pub use config::{MaintenanceConfig, PostgresConfig, SqliteConfig, Synchronous};
+pub use domain::{Domain, Migrated, MigrationTarget, TELEMETRY, domains, migrate_all};
 pub use durable::{Destination, DurableStore, Written};
-pub use error::{Backend, StoreError};
+pub use error::{Backend, ErrorKind, StoreError};
 pub use metrics::describe as describe_metrics;
 pub use pg::PgStore;
+pub use pool::{PoolSettings, SqlitePools, postgres_pool};
 pub use sqlite::SqliteStore;
 
 /// What a write did with the batch's points.

@@ -360,7 +360,7 @@ pub(crate) fn parse_metadata(
 }
 
 /// Writes the extra channels as a JSON object into `out`; nothing for none.
-pub(crate) fn write_extra_json(extra: &BTreeMap<String, f64>, out: &mut impl std::io::Write) {
+fn write_extra_json(extra: &BTreeMap<String, f64>, out: &mut impl std::io::Write) {
     // Serializing string keys and finite floats into an in-memory writer cannot fail.
     let _ = serde_json::to_writer(out, extra);
 }

@@ -1,17 +1,15 @@
 //! The SQLite backend: the primary store when no PostgreSQL is configured, and the durable
 //! store's fallback.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use model::{Batch, Point};
 use sqlx::SqliteConnection;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 
-use crate::config::{SqliteConfig, Synchronous};
+use crate::config::SqliteConfig;
+use crate::domain::TELEMETRY;
 use crate::error::{Backend, StoreError};
+use crate::pool::SqlitePools;
 use crate::rows::{
     DeadLetterRecordRow, DeadLetterRow, PointRow, SessionRecordRow, SessionRow, SessionSummaryRow,
     WriteSet, count_from_sql, merge_metadata, seq_to_sql, usize_to_sql,
@@ -19,8 +17,6 @@ use crate::rows::{
 use crate::{
     DeadLetterRecord, SessionQuery, SessionRecord, SessionSummary, TelemetryQuery, WriteOutcome,
 };
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 /// Columns of a telemetry row, as bound per point.
 const POINT_FIELDS: usize = 11;
@@ -131,65 +127,23 @@ WHERE received_at < ?1
 /// Telemetry in a local SQLite file. Cheap to clone (pool handles).
 ///
 /// All writes go through one connection, so they are serialized and never contend for SQLite's
-/// write lock; reads use a small pool of their own, which WAL mode lets run alongside a write.
+/// write lock; reads use a small pool of their own, which WAL mode lets run alongside a write
+/// ([`SqlitePools`]).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
-    path: PathBuf,
+    pools: SqlitePools,
 }
 
 impl SqliteStore {
     /// Opens (creating it and its directory if needed) and migrates the database at `path`.
     pub async fn open(path: &Path, cfg: &SqliteConfig) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Path {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        let base = SqliteConnectOptions::new()
-            .filename(path)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(false);
-        let writer_options = base
-            .clone()
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match cfg.synchronous {
-                Synchronous::Full => SqliteSynchronous::Full,
-                Synchronous::Normal => SqliteSynchronous::Normal,
-            });
-        // Queued writes wait for the one connection; a long wait means the disk is stuck.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(writer_options)
-            .await
-            .map_err(StoreError::sqlite)?;
-        MIGRATOR
-            .run(&writer)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                backend: Backend::Sqlite,
-                source,
-            })?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_lazy_with(base.read_only(true));
-        Ok(SqliteStore {
-            writer,
-            reader,
-            path: path.to_owned(),
-        })
+        let pools = SqlitePools::open(path, cfg).await?;
+        TELEMETRY.migrate_sqlite(&pools.writer).await?;
+        Ok(SqliteStore { pools })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.pools.path
     }
 
     pub async fn write(&self, batch: &Batch) -> Result<WriteOutcome, StoreError> {
@@ -197,7 +151,12 @@ impl SqliteStore {
     }
 
     pub(crate) async fn write_set(&self, set: &WriteSet<'_>) -> Result<WriteOutcome, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(StoreError::sqlite)?;
+        let mut tx = self
+            .pools
+            .writer
+            .begin()
+            .await
+            .map_err(StoreError::sqlite)?;
         let mut inserted = 0;
         for chunk in set.points.chunks(POINTS_PER_INSERT) {
             inserted += insert_points(&mut tx, chunk).await?;
@@ -214,7 +173,7 @@ impl SqliteStore {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
-            .execute(&self.reader)
+            .execute(&self.pools.reader)
             .await
             .map(|_| ())
             .map_err(StoreError::sqlite)
@@ -225,7 +184,7 @@ impl SqliteStore {
             .bind(q.device_id.as_deref())
             .bind(q.active_only)
             .bind(usize_to_sql(q.limit))
-            .fetch_all(&self.reader)
+            .fetch_all(&self.pools.reader)
             .await
             .map_err(StoreError::sqlite)?;
         rows.into_iter()
@@ -236,7 +195,7 @@ impl SqliteStore {
     pub async fn session(&self, session: &str) -> Result<Vec<SessionSummary>, StoreError> {
         let rows = sqlx::query_as::<_, SessionSummaryRow>(SELECT_SESSION_SUMMARY)
             .bind(session)
-            .fetch_all(&self.reader)
+            .fetch_all(&self.pools.reader)
             .await
             .map_err(StoreError::sqlite)?;
         rows.into_iter()
@@ -251,7 +210,7 @@ impl SqliteStore {
             .bind(q.from_ms)
             .bind(q.to_ms)
             .bind(usize_to_sql(q.limit))
-            .fetch_all(&self.reader)
+            .fetch_all(&self.pools.reader)
             .await
             .map_err(StoreError::sqlite)?;
         rows.into_iter()
@@ -262,7 +221,7 @@ impl SqliteStore {
     pub async fn latest(&self, device_id: &str) -> Result<Option<Point>, StoreError> {
         let row = sqlx::query_as::<_, PointRow>(SELECT_LATEST)
             .bind(device_id)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&self.pools.reader)
             .await
             .map_err(StoreError::sqlite)?;
         row.map(|r| r.into_point(Backend::Sqlite)).transpose()
@@ -271,7 +230,7 @@ impl SqliteStore {
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
         let rows = sqlx::query_as::<_, DeadLetterRecordRow>(SELECT_DEAD_LETTERS)
             .bind(usize_to_sql(limit))
-            .fetch_all(&self.reader)
+            .fetch_all(&self.pools.reader)
             .await
             .map_err(StoreError::sqlite)?;
         Ok(rows
@@ -288,7 +247,7 @@ impl SqliteStore {
         sqlx::query(PRUNE_DEAD_LETTERS)
             .bind(older_than_ms)
             .bind(i64::try_from(keep_at_most).unwrap_or(i64::MAX))
-            .execute(&self.writer)
+            .execute(&self.pools.writer)
             .await
             .map(|r| r.rows_affected())
             .map_err(StoreError::sqlite)
@@ -299,7 +258,7 @@ impl SqliteStore {
     /// Points stored, i.e. the fallback's backlog.
     pub(crate) async fn count_points(&self) -> Result<u64, StoreError> {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM telemetry")
-            .fetch_one(&self.reader)
+            .fetch_one(&self.pools.reader)
             .await
             .map(count_from_sql)
             .map_err(StoreError::sqlite)
@@ -316,7 +275,7 @@ impl SqliteStore {
             " FROM telemetry ORDER BY rowid LIMIT ?1"
         ))
         .bind(usize_to_sql(limit))
-        .fetch_all(&self.reader)
+        .fetch_all(&self.pools.reader)
         .await
         .map_err(StoreError::sqlite)?;
         let span = match (rows.first(), rows.last()) {
@@ -337,7 +296,7 @@ impl SqliteStore {
         sqlx::query("DELETE FROM telemetry WHERE rowid BETWEEN ?1 AND ?2")
             .bind(first)
             .bind(last)
-            .execute(&self.writer)
+            .execute(&self.pools.writer)
             .await
             .map(|r| r.rows_affected())
             .map_err(StoreError::sqlite)
@@ -354,7 +313,7 @@ impl SqliteStore {
             " FROM sessions ORDER BY rowid LIMIT ?1"
         ))
         .bind(usize_to_sql(limit))
-        .fetch_all(&self.reader)
+        .fetch_all(&self.pools.reader)
         .await
         .map_err(StoreError::sqlite)?;
         rows.into_iter()
@@ -382,7 +341,7 @@ impl SqliteStore {
         .bind(s.ended_ms)
         .bind(metadata)
         .bind(s.updated_ms)
-        .execute(&self.writer)
+        .execute(&self.pools.writer)
         .await
         .map(|_| ())
         .map_err(StoreError::sqlite)
@@ -398,7 +357,7 @@ impl SqliteStore {
             " FROM dead_letters ORDER BY id LIMIT ?1"
         ))
         .bind(usize_to_sql(limit))
-        .fetch_all(&self.reader)
+        .fetch_all(&self.pools.reader)
         .await
         .map_err(StoreError::sqlite)?;
         Ok(rows
@@ -416,7 +375,7 @@ impl SqliteStore {
         sqlx::query("DELETE FROM dead_letters WHERE id BETWEEN ?1 AND ?2")
             .bind(first)
             .bind(last)
-            .execute(&self.writer)
+            .execute(&self.pools.writer)
             .await
             .map(|_| ())
             .map_err(StoreError::sqlite)

@@ -112,8 +112,9 @@ impl Settings {
 }
 
 impl Config {
+    /// The telemetry domain's file, where `simcorp migrate` also looks for it.
     pub fn sqlite_path(&self) -> PathBuf {
-        self.data_dir.join("ingestion.db")
+        self.data_dir.join(store::TELEMETRY.sqlite_file())
     }
 
     pub fn fallback_path(&self) -> PathBuf {

@@ -189,14 +189,15 @@ async fn serve_ingestion_runs_against_real_servers() {
     serve.stop().await;
 }
 
-#[tokio::test]
-async fn migrate_creates_the_schema() {
-    if !testkit::require(Server::Postgres, "migrate_creates_the_schema") {
-        return;
-    }
-    let db = TestDatabase::create().await;
+/// Runs `simcorp migrate <args>` on defaults (no configuration from the caller's environment);
+/// its output, one line per domain.
+async fn migrate(args: &[&str]) -> Vec<String> {
     let out = Command::new(env!("CARGO_BIN_EXE_simcorp"))
-        .args(["migrate", "--postgres", &db.url])
+        .arg("migrate")
+        .args(args)
+        .env_remove("SIMCORP_CONFIG")
+        .env_remove("SIMCORP_POSTGRES_URL")
+        .env_remove("SIMCORP_DATA_DIR")
         .output()
         .await
         .unwrap();
@@ -205,14 +206,109 @@ async fn migrate_creates_the_schema() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), store::domains().len(), "{lines:?}");
+    lines
+}
+
+/// Each domain's line says `applied …` on a first run and `up to date` on the next.
+fn assert_reported(lines: &[String], first: bool) {
+    for (line, domain) in lines.iter().zip(store::domains()) {
+        let what = if first { ": applied " } else { ": up to date " };
+        let want = format!("{}{what}", domain.name());
+        assert!(line.contains(&want), "{line:?} should contain {want:?}");
+    }
+}
+
+#[tokio::test]
+async fn migrate_applies_every_domain_to_postgres_once() {
+    let test = "migrate_applies_every_domain_to_postgres_once";
+    if !testkit::require(Server::Postgres, test) {
+        return;
+    }
+    let db = TestDatabase::create().await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let history = || async {
+        let mut all = Vec::new();
+        for d in store::domains() {
+            let versions: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT version FROM {} ORDER BY version",
+                d.history_table()
+            )))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            all.push(versions);
+        }
+        all
+    };
+
+    let first = migrate(&["--postgres", &db.url]).await;
+    assert_reported(&first, true);
+    assert!(first[0].starts_with("PostgreSQL: "), "{first:?}");
     let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables WHERE tablename IN ('telemetry', 'sessions', 'dead_letters') ORDER BY 1",
+        "SELECT tablename::text FROM pg_tables
+         WHERE tablename IN ('telemetry', 'sessions', 'dead_letters', 'device_sessions')
+         ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        tables,
+        ["dead_letters", "device_sessions", "sessions", "telemetry"]
+    );
+    let applied = history().await;
+    for (versions, d) in applied.iter().zip(store::domains()) {
+        let want: Vec<i64> = d
+            .migrator(store::Backend::Postgres)
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        assert_eq!(versions, &want, "{}", d.name());
+    }
+
+    let second = migrate(&["--postgres", &db.url]).await;
+    assert_reported(&second, false);
+    assert_eq!(history().await, applied);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn migrate_applies_every_domain_to_sqlite_once() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    assert_reported(&migrate(&["--data-dir", dir]).await, true);
+    let second = migrate(&["--data-dir", dir]).await;
+    assert_reported(&second, false);
+    for d in store::domains() {
+        let path = data.path().join(d.sqlite_file());
+        assert!(path.exists(), "{}", path.display());
+        assert!(
+            second
+                .iter()
+                .any(|l| l.contains(&path.display().to_string())),
+            "{second:?}"
+        );
+    }
+    let url = format!(
+        "sqlite://{}",
+        data.path().join(store::TELEMETRY.sqlite_file()).display()
+    );
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master
+         WHERE name IN ('telemetry', 'sessions', 'dead_letters') ORDER BY 1",
     )
     .fetch_all(&pool)
     .await
     .unwrap();
     assert_eq!(tables, ["dead_letters", "sessions", "telemetry"]);
+    pool.close().await;
 }
 
 #[tokio::test]

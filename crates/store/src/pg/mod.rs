@@ -5,16 +5,16 @@ mod partitions;
 mod registry;
 
 use std::future::Future;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use model::{Batch, Point};
 use sqlx::PgConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 
 use self::registry::{NewPair, Registry};
-use crate::config::{PostgresConfig, WriteStrategy};
+use crate::config::PostgresConfig;
+use crate::domain::{Migrated, TELEMETRY};
 use crate::error::{Backend, StoreError};
 use crate::rows::{
     DeadLetterRecordRow, DeadLetterRow, PointRow, SessionRecordRow, SessionRow, SessionSummaryRow,
@@ -24,26 +24,8 @@ use crate::{
     DeadLetterRecord, SessionQuery, SessionRecord, SessionSummary, TelemetryQuery, WriteOutcome,
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
-
-/// A per-connection staging table for binary COPY. Temporary tables are private to a session and
-/// need no cleanup; `ON COMMIT DELETE ROWS` empties it with every transaction.
-const CREATE_STAGE: &str = "CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (
-    device_id text, session text, seq int8, ts timestamptz,
-    bt float8, et float8, gas float8, air float8, drum float8,
-    extra jsonb, received_at timestamptz
-) ON COMMIT DELETE ROWS";
-
-const COPY_STAGE: &str = "COPY telemetry_stage FROM STDIN (FORMAT binary)";
-
-const INSERT_FROM_STAGE: &str = "INSERT INTO telemetry
-    (device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at)
-SELECT device_id, session, seq, ts, bt, et, gas, air, drum, extra, received_at
-FROM telemetry_stage
-ON CONFLICT DO NOTHING";
-
-// The writes' SQL, as macros over their parameter numbers: each is a statement of its own, and
-// all of them together are one statement (WRITE_ALL).
+// The writes' SQL, as macros over their parameter numbers, so that the parts of WRITE_ALL
+// number their parameters after one another.
 
 macro_rules! insert_unnest_sql {
     () => {
@@ -140,9 +122,6 @@ FROM unnest($",
 }
 
 const INSERT_UNNEST: &str = insert_unnest_sql!();
-const UPSERT_SESSIONS: &str = upsert_sessions_sql!(1, 2, 3, 4, 5, 6);
-const REGISTER_DEVICE_SESSIONS: &str = register_device_sessions_sql!(1, 2, 3);
-const INSERT_DEAD_LETTERS: &str = insert_dead_letters_sql!(1, 2, 3, 4, 5, 6, 7, 8);
 
 /// A whole [`WriteSet`] in one statement: data-modifying CTEs for the rows beside the points.
 /// One statement is atomic by itself, so a batch with session events or dead letters costs one
@@ -245,93 +224,33 @@ WHERE received_at < 'epoch'::timestamptz + $1::int8 * interval '1 millisecond'
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    strategy: WriteStrategy,
     /// Client-side bound on a whole write: a hung server or a black-holed network never reports
     /// its own statement timeout.
     write_deadline: Duration,
-    acquire_timeout: Duration,
     registry: Arc<Registry>,
 }
 
 impl PgStore {
-    /// Creates the connection pool without connecting: connections are opened on first use, so
-    /// this succeeds while PostgreSQL is down. Each connection gets the configured
-    /// `statement_timeout` (and, for [`WriteStrategy::Copy`], its staging table).
+    /// Creates the connection pool ([`crate::postgres_pool`]) without connecting: connections
+    /// are opened on first use, so this succeeds while PostgreSQL is down.
     pub fn connect(url: &str, cfg: &PostgresConfig) -> Result<PgStore, StoreError> {
-        if cfg.max_connections == 0 {
-            return Err(StoreError::Config(
-                "postgres.max_connections must be > 0".into(),
-            ));
-        }
-        // The parse error's text never contains the URL, which may carry a password.
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?
-            .application_name("simcorp-store")
-            .options([("statement_timeout", cfg.statement_timeout_ms)]);
-        let mut pool = PgPoolOptions::new()
-            .max_connections(cfg.max_connections)
-            .min_connections(cfg.min_connections.min(cfg.max_connections))
-            .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
-            // A ping before every acquire is one more round trip per write; a broken connection
-            // fails the write instead, which the durable store already handles.
-            .test_before_acquire(false);
-        if cfg.write_strategy == WriteStrategy::Copy {
-            pool = pool.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    sqlx::query(CREATE_STAGE).execute(&mut *conn).await?;
-                    Ok(())
-                })
-            });
-        }
         Ok(PgStore {
-            pool: pool.connect_lazy_with(options),
-            strategy: cfg.write_strategy,
+            pool: crate::pool::postgres_pool(url, cfg)?,
             write_deadline: Duration::from_millis(
                 cfg.acquire_timeout_ms + cfg.statement_timeout_ms + 1000,
             ),
-            acquire_timeout: Duration::from_millis(cfg.acquire_timeout_ms),
             registry: Arc::default(),
         })
     }
 
-    /// Applies `migrations/postgres`. Safe when several replicas start at once: sqlx's migrator
-    /// holds a database-wide advisory lock while it runs.
-    ///
-    /// Runs on a connection of its own, closed afterwards: a migration that fails half-way
-    /// returns without releasing that session-level lock, which must not live on in the pool;
-    /// and waiting for another replica's migration is not a statement timeout.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        let options = (*self.pool.connect_options()).clone();
-        // A pool of one rather than a bare connection: the migrator's `Acquire` bound on
-        // `&mut PgConnection` makes the calling future not provably `Send` (a known rustc
-        // limitation), and callers spawn this.
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(self.acquire_timeout)
-            .after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    sqlx::query("SET statement_timeout = 0")
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                })
-            })
-            .connect_lazy_with(options);
-        let result = MIGRATOR.run(&pool).await;
-        pool.close().await;
-        result.map_err(|source| StoreError::Migrate {
-            backend: Backend::Postgres,
-            source,
-        })
+    /// Applies the telemetry domain's migrations ([`crate::Domain::migrate_postgres`]).
+    pub async fn migrate(&self) -> Result<Migrated, StoreError> {
+        TELEMETRY.migrate_postgres(&self.pool).await
     }
 
     /// The pool, for tests and benchmarks that inspect the database directly.
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    pub fn write_strategy(&self) -> WriteStrategy {
-        self.strategy
     }
 
     pub async fn write(&self, batch: &Batch) -> Result<WriteOutcome, StoreError> {
@@ -346,30 +265,13 @@ impl PgStore {
             // One statement is atomic on its own, so it needs no BEGIN/COMMIT: one round trip
             // instead of three or more, which on a busy machine is most of the write's latency.
             // Most batches hold only points of sessions already registered: the plain INSERT.
-            if self.strategy == WriteStrategy::Unnest {
-                let mut conn = self.pool.acquire().await.map_err(StoreError::pg)?;
-                let inserted = if set.sessions.is_empty()
-                    && set.dead_letters.is_empty()
-                    && new_pairs.is_empty()
-                {
+            let mut conn = self.pool.acquire().await.map_err(StoreError::pg)?;
+            let inserted =
+                if set.sessions.is_empty() && set.dead_letters.is_empty() && new_pairs.is_empty() {
                     insert_unnest(&mut conn, set.points).await?
                 } else {
                     write_all(&mut conn, set, &new_pairs).await?
                 };
-                self.registry.remember(&new_pairs);
-                return Ok(WriteOutcome::new(set.points.len(), inserted));
-            }
-            // COPY needs a staging table, emptied at commit: a transaction.
-            let mut tx = self.pool.begin().await.map_err(StoreError::pg)?;
-            register_device_sessions(&mut tx, &new_pairs).await?;
-            let inserted = if set.points.is_empty() {
-                0
-            } else {
-                insert_copy(&mut tx, set.points).await?
-            };
-            upsert_sessions(&mut tx, &set.sessions).await?;
-            insert_dead_letters(&mut tx, &set.dead_letters).await?;
-            tx.commit().await.map_err(StoreError::pg)?;
             self.registry.remember(&new_pairs);
             Ok(WriteOutcome::new(set.points.len(), inserted))
         })
@@ -539,53 +441,6 @@ async fn write_all(
         &set.dead_letters,
     );
     execute(conn, query).await
-}
-
-async fn insert_copy(conn: &mut PgConnection, points: &[Point]) -> Result<u64, StoreError> {
-    let data = encode::copy_binary(points);
-    let mut copy = conn.copy_in_raw(COPY_STAGE).await.map_err(StoreError::pg)?;
-    if let Err(e) = copy.send(data).await {
-        // Leaves the connection usable; the transaction is rolled back by the caller anyway.
-        let _ = copy.abort("sending COPY data failed").await;
-        return Err(StoreError::pg(e));
-    }
-    copy.finish().await.map_err(StoreError::pg)?;
-    execute(conn, sqlx::query(INSERT_FROM_STAGE)).await
-}
-
-async fn upsert_sessions(conn: &mut PgConnection, rows: &[SessionRow]) -> Result<(), StoreError> {
-    if !rows.is_empty() {
-        execute(conn, bind_sessions(sqlx::query(UPSERT_SESSIONS), rows)).await?;
-    }
-    Ok(())
-}
-
-async fn register_device_sessions(
-    conn: &mut PgConnection,
-    pairs: &[NewPair<'_>],
-) -> Result<(), StoreError> {
-    if !pairs.is_empty() {
-        execute(
-            conn,
-            bind_pairs(sqlx::query(REGISTER_DEVICE_SESSIONS), pairs),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-async fn insert_dead_letters(
-    conn: &mut PgConnection,
-    rows: &[DeadLetterRow<'_>],
-) -> Result<(), StoreError> {
-    if !rows.is_empty() {
-        execute(
-            conn,
-            bind_dead_letters(sqlx::query(INSERT_DEAD_LETTERS), rows),
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// Runs `fut`, or gives up after `limit` with [`StoreError::Timeout`].

@@ -1,5 +1,5 @@
 use model::{Batch, Channels, DeadLetter, Point, Rejection, SessionEvent, SessionState};
-use store::{PgStore, PostgresConfig, SqliteConfig, SqliteStore, Store, WriteStrategy};
+use store::{PgStore, PostgresConfig, SqliteConfig, SqliteStore, Store};
 use testkit::{Server, TestDatabase};
 
 /// A store with whatever keeps its database alive for the test's duration.
@@ -25,12 +25,12 @@ pub(crate) async fn sqlite() -> Backend {
 
 /// A migrated PostgreSQL store on a fresh database, with partitions around today; `None` (after
 /// a loud skip) when the shared PostgreSQL is not running.
-pub(crate) async fn postgres(test: &str, strategy: WriteStrategy) -> Option<Backend> {
+pub(crate) async fn postgres(test: &str) -> Option<Backend> {
     if !testkit::require(Server::Postgres, test) {
         return None;
     }
     let db = TestDatabase::create().await;
-    let store = pg_store(&db.url, strategy).await;
+    let store = pg_store(&db.url).await;
     Some(Backend {
         store: Store::Postgres(store),
         _dir: None,
@@ -38,12 +38,8 @@ pub(crate) async fn postgres(test: &str, strategy: WriteStrategy) -> Option<Back
     })
 }
 
-pub(crate) async fn pg_store(url: &str, strategy: WriteStrategy) -> PgStore {
-    let cfg = PostgresConfig {
-        write_strategy: strategy,
-        ..PostgresConfig::default()
-    };
-    let store = PgStore::connect(url, &cfg).unwrap();
+pub(crate) async fn pg_store(url: &str) -> PgStore {
+    let store = PgStore::connect(url, &PostgresConfig::default()).unwrap();
     store.migrate().await.unwrap();
     store
         .ensure_partitions(model::now_ms(), 8, 2)

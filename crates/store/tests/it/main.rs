@@ -1,9 +1,11 @@
 //! Integration tests of the store against real databases: one suite run on every backend
-//! (`suite`), what only PostgreSQL has (`postgres`), and the durable store's fallback and replay
-//! across a real PostgreSQL outage (`durable`).
+//! (`suite`), what only PostgreSQL has (`postgres`), the domains' migrations on both backends
+//! (`migrations`), and the durable store's fallback and replay across a real PostgreSQL outage
+//! (`durable`).
 #![allow(clippy::unwrap_used)] // A panic is how a test and its helpers report failure.
 
 mod common;
 mod durable;
+mod migrations;
 mod postgres;
 mod suite;

@@ -1,85 +1,18 @@
-//! What only the PostgreSQL backend has: two write strategies, daily partitions, migrations by
-//! concurrent replicas, and telling unavailability from refusal.
+//! What only the PostgreSQL backend has: daily partitions, migrations by concurrent replicas,
+//! and telling unavailability from refusal.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use model::{Batch, SessionState};
+use model::Batch;
 use sqlx::Connection as _;
-use store::{PgStore, PostgresConfig, Store, WriteStrategy};
+use store::{Backend, PgStore, PostgresConfig, Store};
 use testkit::{Server, TestDatabase};
 
-use crate::common::{base_ms, dead_letter, pg_store, point, points, session_event};
+use crate::common::{base_ms, pg_store, point, points};
 
 const DAY_MS: i64 = 86_400_000;
-
-async fn dump(store: &PgStore) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT row_to_json(t)::text FROM (
-             SELECT tableoid::regclass::text AS partition, device_id, session, seq, ts,
-                    bt, et, gas, air, drum, extra, received_at
-             FROM telemetry ORDER BY session, device_id, seq) t",
-    )
-    .fetch_all(store.pool())
-    .await
-    .unwrap()
-}
-
-#[tokio::test]
-async fn both_write_strategies_store_identical_rows() {
-    if !testkit::require(
-        Server::Postgres,
-        "both_write_strategies_store_identical_rows",
-    ) {
-        return;
-    }
-    let (db_unnest, db_copy) = (TestDatabase::create().await, TestDatabase::create().await);
-    let unnest = pg_store(&db_unnest.url, WriteStrategy::Unnest).await;
-    let copy = pg_store(&db_copy.url, WriteStrategy::Copy).await;
-    assert_eq!(copy.write_strategy(), WriteStrategy::Copy);
-
-    let t = base_ms();
-    let mut batch = points(
-        (0..300)
-            .map(|i| point("r-1", "s-1", i, t + i as i64 * 500))
-            .collect(),
-    );
-    batch.points.push(batch.points[3].clone());
-    let mut sparse = point("r-2", "s-1", 1, t - DAY_MS);
-    sparse.channels = model::Channels {
-        air: Some(12.5),
-        ..model::Channels::default()
-    };
-    batch.points.push(sparse);
-    batch.sessions.push(session_event(
-        "r-1",
-        "s-1",
-        SessionState::Start,
-        t,
-        serde_json::json!({"bean": "x"}),
-    ));
-    batch
-        .dead_letters
-        .push(dead_letter(Some("r-1"), t, Some(2)));
-
-    let a = unnest.write(&batch).await.unwrap();
-    let b = copy.write(&batch).await.unwrap();
-    assert_eq!(a, b);
-    assert_eq!((a.points_inserted, a.points_duplicate), (301, 1));
-    // Twice in a row on the same connection: the staging table is emptied at each commit.
-    let b2 = copy.write(&batch).await.unwrap();
-    assert_eq!((b2.points_inserted, b2.points_duplicate), (0, 302));
-
-    let rows = dump(&unnest).await;
-    assert_eq!(rows.len(), 301);
-    assert_eq!(rows, dump(&copy).await);
-    let (ua, ca) = (Store::Postgres(unnest), Store::Postgres(copy));
-    assert_eq!(
-        ua.session("s-1").await.unwrap(),
-        ca.session("s-1").await.unwrap()
-    );
-}
 
 #[tokio::test]
 async fn rows_land_in_their_day_partition() {
@@ -87,7 +20,7 @@ async fn rows_land_in_their_day_partition() {
         return;
     }
     let db = TestDatabase::create().await;
-    let store = pg_store(&db.url, WriteStrategy::Unnest).await;
+    let store = pg_store(&db.url).await;
     let now = model::now_ms();
     let batch = points(vec![
         point("r-1", "s-1", 1, now - 3 * DAY_MS),
@@ -120,7 +53,7 @@ async fn a_day_without_partition_goes_to_the_default_one() {
         return;
     }
     let db = TestDatabase::create().await;
-    let store = pg_store(&db.url, WriteStrategy::Copy).await;
+    let store = pg_store(&db.url).await;
     let old = model::now_ms() - 30 * DAY_MS;
     let p = point("r-1", "s-old", 1, old);
     store.write(&points(vec![p.clone()])).await.unwrap();
@@ -195,7 +128,7 @@ async fn a_write_that_cannot_finish_in_time_is_unavailability() {
         return;
     }
     let db = TestDatabase::create().await;
-    pg_store(&db.url, WriteStrategy::Unnest).await;
+    pg_store(&db.url).await;
     let cfg = PostgresConfig {
         statement_timeout_ms: 300,
         ..PostgresConfig::default()
@@ -265,10 +198,7 @@ async fn upgrading_from_the_device_index_keeps_every_latest_point() {
     }
     let db = TestDatabase::create().await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations/postgres");
-    let migrator = sqlx::migrate::Migrator::new(std::path::Path::new(migrations))
-        .await
-        .unwrap();
+    let migrator = store::TELEMETRY.migrator(Backend::Postgres);
     migrator.run_to(1, &pool).await.unwrap();
     let t = base_ms();
     // Written by a version that looked the latest point up by telemetry_device_ts.

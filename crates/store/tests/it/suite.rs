@@ -1,5 +1,5 @@
-//! One storage suite, instantiated for SQLite (always) and PostgreSQL (both write strategies,
-//! when the shared server runs), so the fallback can never drift from the main path.
+//! One storage suite, instantiated for SQLite (always) and PostgreSQL (when the shared server
+//! runs), so the fallback can never drift from the main path.
 
 use model::{Batch, SessionState};
 use serde_json::json;
@@ -18,26 +18,12 @@ macro_rules! storage_suite {
                 }
             )*
         }
-        mod postgres_unnest {
+        mod postgres {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    let name = concat!("postgres_unnest::", stringify!($test));
-                    let strategy = store::WriteStrategy::Unnest;
-                    let Some(backend) = crate::common::postgres(name, strategy).await else {
-                        return;
-                    };
-                    super::$test(&backend.store).await;
-                }
-            )*
-        }
-        mod postgres_copy {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let name = concat!("postgres_copy::", stringify!($test));
-                    let strategy = store::WriteStrategy::Copy;
-                    let Some(backend) = crate::common::postgres(name, strategy).await else {
+                    let name = concat!("postgres::", stringify!($test));
+                    let Some(backend) = crate::common::postgres(name).await else {
                         return;
                     };
                     super::$test(&backend.store).await;

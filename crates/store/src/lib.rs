@@ -11,12 +11,13 @@
 //!
 //! Not here: decoding and validation (the `model` crate: a [`model::Point`] is trusted as
 //! valid), batching and acknowledgement (the pipeline), HTTP (the services). Metrics are emitted
-//! through the `metrics` facade; installing a recorder is the service's job.
+//! through the `metrics` facade ([`metrics::describe`] describes them); installing a recorder is
+//! the service's job.
 
 mod config;
 mod durable;
 mod error;
-mod metrics;
+pub mod metrics;
 pub mod pg;
 mod rows;
 mod sqlite;
@@ -26,7 +27,6 @@ use model::{Batch, Point};
 pub use config::{MaintenanceConfig, PostgresConfig, SqliteConfig, Synchronous, WriteStrategy};
 pub use durable::{Destination, DurableStore, Written};
 pub use error::{Backend, StoreError};
-pub use metrics::describe as describe_metrics;
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -2,7 +2,7 @@
 //!
 //! Two kinds. What the pipeline has done — messages in, batches and points committed, write
 //! failures, acks, latencies — is kept in [`Stats`] (which `/stats` also serves) and rendered
-//! from it by [`render`]: one record, two views. What it is doing now — queue depth,
+//! from it by `render`: one record, two views. What it is doing now — queue depth,
 //! backpressure — goes through the `metrics` facade.
 
 use std::sync::atomic::Ordering;

@@ -1,6 +1,6 @@
 //! `cargo xtask servers`: the shared PostgreSQL, Redis and Mosquitto the test suite expects,
 //! installed (the tests also start private instances from the same binaries) and answering on
-//! their ports.
+//! their ports; and the tools the tests run that are not servers (`promtool`).
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -115,6 +115,7 @@ impl Server {
 /// Installs what is missing, starts what is down, waits until everything answers.
 pub(crate) fn ensure() -> Result<()> {
     install_missing()?;
+    install_promtool()?;
 
     let mut started = Vec::new();
     for server in Server::ALL {
@@ -220,7 +221,52 @@ fn install_missing() -> Result<()> {
     Ok(())
 }
 
+/// The Debian package that has `promtool`, which the tests run on every service's `/metrics`
+/// (`testkit::promtool_check`).
+const PROMTOOL_PACKAGE: &str = "prometheus";
+
+/// Installs `promtool` when it is missing. It comes only with the Prometheus server, which the
+/// tests do not want running: no recommends (the node exporter, another daemon), and if the
+/// package started its server (no `policy-rc.d` forbids it outside containers), it is stopped and
+/// kept from starting at boot.
+fn install_promtool() -> Result<()> {
+    if let Some(path) = cmd::find_program("promtool") {
+        println!("promtool: installed ({})", path.display());
+        return Ok(());
+    }
+    println!(
+        "promtool: not installed, installing package {PROMTOOL_PACKAGE} (without starting its server)"
+    );
+    apt_install_with(&["--no-install-recommends"], &[PROMTOOL_PACKAGE])?;
+    stop_service(PROMTOOL_PACKAGE)?;
+    match cmd::find_program("promtool") {
+        Some(path) => {
+            println!("promtool: installed ({})", path.display());
+            Ok(())
+        }
+        None => bail!("promtool: still not found after installing {PROMTOOL_PACKAGE}"),
+    }
+}
+
+/// Stops a service a package started on installing, and keeps it from starting at boot.
+fn stop_service(service: &str) -> Result<()> {
+    if Path::new("/run/systemd/system").is_dir() {
+        return cmd::run(cmd::as_root("systemctl")?.args(["disable", "--now", service]));
+    }
+    let running =
+        cmd::output(Command::new("pgrep").args(["-x", service])).is_ok_and(|o| o.status.success());
+    if running {
+        println!("{service}: the package started it; stopping it");
+        cmd::run(cmd::as_root("service")?.args([service, "stop"]))?;
+    }
+    Ok(())
+}
+
 fn apt_install(packages: &[&str]) -> Result<()> {
+    apt_install_with(&[], packages)
+}
+
+fn apt_install_with(options: &[&str], packages: &[&str]) -> Result<()> {
     let apt = cmd::find_program("apt-get").ok_or_else(|| {
         anyhow!(
             "cannot install {}: apt-get not found (not Debian/Ubuntu); install them with this \
@@ -232,6 +278,7 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         let mut c = cmd::as_root(&apt)?;
         c.env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y"])
+            .args(options)
             .args(packages);
         Ok(c)
     };

@@ -63,6 +63,7 @@
 //! woken with a `tokio::sync::Notify`.
 
 mod connection;
+pub mod metrics;
 mod registry;
 mod session;
 mod topic;

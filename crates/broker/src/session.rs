@@ -251,7 +251,7 @@ impl Session {
         }
         if !force && st.queue.len() >= max_queued {
             if msg.qos == QoS::AtMostOnce {
-                metrics::counter!("simcorp_broker_qos0_dropped_total").increment(1);
+                crate::metrics::qos0_dropped();
                 return Push::Dropped;
             }
             st.publishers_waiting = true;

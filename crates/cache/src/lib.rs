@@ -14,6 +14,7 @@
 //!   rather than live forever.
 
 mod memory;
+pub mod metrics;
 mod redis_cache;
 
 use std::sync::Arc;
@@ -163,10 +164,7 @@ impl Cache {
                 tracing::warn!(cache = self.kind(), error = %e, "cache unreachable; serving reads from the store");
             }
         }
-        metrics::gauge!("simcorp_cache_up").set(if ok { 1.0 } else { 0.0 });
-        if !ok {
-            metrics::counter!("simcorp_cache_errors_total").increment(1);
-        }
+        metrics::outcome(ok);
         result
     }
 
@@ -187,8 +185,7 @@ impl Cache {
             Backend::Memory(m) => Ok(m.latest(device_id)),
         };
         if let Ok(found) = &result {
-            let outcome = if found.is_some() { "hit" } else { "miss" };
-            metrics::counter!("simcorp_cache_reads_total", "outcome" => outcome).increment(1);
+            metrics::read(found.is_some());
         }
         self.note(result)
     }

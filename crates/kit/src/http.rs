@@ -183,11 +183,12 @@ async fn record_request(service: &'static str, req: Request, next: Next) -> Resp
         .unwrap_or_else(|| "unmatched".to_owned());
     let start = Instant::now();
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    ::metrics::counter!("simcorp_http_requests_total", "service" => service, "route" => route.clone(), "status" => status)
-        .increment(1);
-    ::metrics::histogram!("simcorp_http_request_duration_seconds", "service" => service, "route" => route)
-        .record(start.elapsed().as_secs_f64());
+    crate::metrics::request(
+        service,
+        route,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     response
 }
 

@@ -7,7 +7,9 @@
 //! - [`http`]: the ops surface every service exposes — `GET /health`, `GET /ready` (driven by
 //!   [`http::Readiness`] checks), `GET /metrics` (Prometheus text) — plus serving with a request
 //!   timeout and graceful shutdown, and [`http::ApiError`], the one error type of all JSON APIs.
-//! - [`metrics`]: the process-wide Prometheus recorder and rendering of HDR histograms.
+//! - [`metrics`]: the process-wide Prometheus recorder, the HTTP layer's metrics (the kit's only
+//!   ones, `simcorp_http_*`), the process metrics, and exposition of HDR histograms and of
+//!   counters their owners keep themselves.
 //! - [`runtime`]: the Tokio runtime, sized by `[runtime] worker_threads`.
 //! - [`service`]: the shape of every service — the [`service::Service`] trait, the one
 //!   lifecycle ([`service::Lifecycle`]: readiness, tasks, HTTP, how it stops), the type-erased

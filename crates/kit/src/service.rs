@@ -65,6 +65,10 @@ pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 ///         &config.sim_twin.http
 ///     }
 ///
+///     fn describe_metrics() {
+///         crate::metrics::describe();
+///     }
+///
 ///     async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
 ///         let mut service = Lifecycle::start::<Self>(&config)?;
 ///         service.serve(listener, api::router(..));
@@ -96,6 +100,12 @@ pub trait Service: Send + Sync + 'static {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Describes (help text and unit) every metric the service emits, those of the crates it
+    /// uses included, by calling their `metrics::describe()`. [`Lifecycle::start`] calls it once
+    /// the recorder is installed. Describing again is harmless, which `simcorp up` relies on:
+    /// its services share one recorder, and a crate two of them use is described by both.
+    fn describe_metrics();
 
     /// Settings `simcorp up` gives this service on a developer's machine beyond a local address,
     /// as dotted keys (sim-publisher: a small demo fleet). Below files, environment and flags.
@@ -227,6 +237,10 @@ impl Lifecycle {
     /// checks of its own dependencies.
     pub fn start<S: Service>(config: &S::Config) -> Result<Self, Error> {
         validate::<S>(config)?;
+        // Before anything records: what is recorded or described without a recorder is lost.
+        crate::metrics::prometheus();
+        crate::metrics::describe();
+        S::describe_metrics();
         let http = S::http(config).clone();
         let readiness = Readiness::default();
         let stopping = CancellationToken::new();
@@ -587,6 +601,8 @@ mod tests {
         fn http(config: &DemoConfig) -> &HttpSettings {
             &config.demo.http
         }
+
+        fn describe_metrics() {}
 
         async fn run(
             config: DemoConfig,

@@ -21,6 +21,7 @@
 //! Not here: decoding payloads (the ingestion service does that) or a broker (crate `broker`).
 
 mod config;
+pub mod metrics;
 mod publisher;
 mod subscriber;
 

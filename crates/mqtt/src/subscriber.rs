@@ -216,7 +216,7 @@ impl PollLoop {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => self.connected(ack.session_present),
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    crate_metrics::received();
+                    crate::metrics::received();
                     if self.stop_intake.is_cancelled() {
                         continue;
                     }
@@ -238,12 +238,12 @@ impl PollLoop {
                 Err(error) => {
                     self.connection.connected.store(false, Ordering::Release);
                     self.connection.subscribed.store(false, Ordering::Release);
-                    crate_metrics::connected(false);
+                    crate::metrics::connected(false);
                     if disconnecting {
                         break;
                     }
                     let delay = self.backoff.next_delay();
-                    crate_metrics::connection_lost();
+                    crate::metrics::connection_lost();
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost; reconnecting");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
@@ -253,18 +253,18 @@ impl PollLoop {
             }
         }
         self.connection.connected.store(false, Ordering::Release);
-        crate_metrics::connected(false);
+        crate::metrics::connected(false);
     }
 
     fn connected(&mut self, session_present: bool) {
         let epoch = self.connection.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         self.connection.connected.store(true, Ordering::Release);
-        crate_metrics::connected(true);
+        crate::metrics::connected(true);
         self.backoff.reset();
         if epoch > 1 && !session_present {
             // Not recoverable here: whatever the broker had queued for our previous session was
             // dropped by the broker (restart without persistence, or session expiry).
-            crate_metrics::session_lost();
+            crate::metrics::session_lost();
             tracing::warn!(client_id = %self.client_id, "the broker kept no session for this client; messages it held for us are gone");
         }
         tracing::info!(client_id = %self.client_id, epoch, session_present, "connected to the MQTT broker");
@@ -325,32 +325,7 @@ impl MqttAcker {
             }
         }
         if stale > 0 {
-            crate_metrics::stale_acks(stale);
+            crate::metrics::stale_acks(stale);
         }
-    }
-}
-
-/// Every metric of the MQTT subscriber (names: `simcorp_mqtt_*`).
-mod crate_metrics {
-    use metrics::{counter, gauge};
-
-    pub(super) fn received() {
-        counter!("simcorp_mqtt_messages_received_total").increment(1);
-    }
-
-    pub(super) fn connected(up: bool) {
-        gauge!("simcorp_mqtt_connected").set(if up { 1.0 } else { 0.0 });
-    }
-
-    pub(super) fn connection_lost() {
-        counter!("simcorp_mqtt_connection_losses_total").increment(1);
-    }
-
-    pub(super) fn session_lost() {
-        counter!("simcorp_mqtt_sessions_lost_total").increment(1);
-    }
-
-    pub(super) fn stale_acks(n: u64) {
-        counter!("simcorp_mqtt_stale_acks_skipped_total").increment(n);
     }
 }

@@ -209,7 +209,6 @@ impl<A: Send + 'static, S: Sink> Batcher<A, S> {
                     let acks = done.map_err(|e| PipelineFailed(e.to_string()))?;
                     if !acks.is_empty() {
                         self.shared.stats.acks_released.fetch_add(acks.len() as u64, Ordering::Relaxed);
-                        crate::metrics::acks_released(acks.len());
                         // The acker only goes away when the runtime does.
                         let _ = self.ack_tx.send(acks);
                     }
@@ -242,18 +241,11 @@ impl<A: Send + 'static, S: Sink> Batcher<A, S> {
                 let started = Instant::now();
                 match sink.write(&batch).await {
                     Ok(committed) => {
-                        stats.committed(&batch, &received, &committed);
-                        crate::metrics::batch_committed(
-                            batch.len(),
-                            batch.points.len(),
-                            &committed,
-                            started.elapsed().as_secs_f64(),
-                        );
+                        stats.committed(&batch, &received, &committed, started.elapsed());
                         return acks;
                     }
                     Err(error) => {
                         stats.write_failures.fetch_add(1, Ordering::Relaxed);
-                        crate::metrics::write_failed();
                         tracing::warn!(
                             %error,
                             records = batch.len(),

@@ -23,7 +23,7 @@
 //!   load, records accumulate while all writers are busy (group commit).
 
 mod batcher;
-mod metrics;
+pub mod metrics;
 mod queue;
 mod stats;
 

@@ -1,12 +1,16 @@
 //! What the pipeline has done, for `/stats`, `/metrics` and the load harness.
 //!
+//! The one record of what was committed: `/stats` serves a [`StatsSnapshot`] of it, `/metrics`
+//! renders it (`crate::metrics::render`), and nothing else counts commits or times writes — the
+//! store counts only what it alone knows (replays, its backlog, whether the primary is up).
+//!
 //! Latencies are kept in HDR histograms (microseconds, 3 significant digits): exact percentiles
 //! at any load, which a bucketed histogram cannot give. They are updated once per committed
 //! batch under a mutex; the per-message path touches only atomics.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -16,53 +20,68 @@ use crate::Committed;
 /// Highest latency tracked exactly: one hour. Larger values are clamped (and are outages).
 const MAX_US: u64 = 3_600_000_000;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Stats {
     pub(crate) messages_in: AtomicU64,
     pub(crate) points_in: AtomicU64,
-    pub(crate) batches: AtomicU64,
-    pub(crate) points_committed: AtomicU64,
-    pub(crate) points_fallback: AtomicU64,
+    /// Committed batches and their points by where they went, each counter only ever growing
+    /// (a total minus a part could go down between two reads, which Prometheus takes for a
+    /// restart).
+    pub(crate) batches: ByDestination,
+    pub(crate) points: ByDestination,
     pub(crate) points_duplicate: AtomicU64,
     pub(crate) sessions_committed: AtomicU64,
     pub(crate) dead_letters_committed: AtomicU64,
     pub(crate) write_failures: AtomicU64,
     pub(crate) acks_released: AtomicU64,
-    latency: Mutex<Latencies>,
+    pub(crate) latency: Mutex<Latencies>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ByDestination {
+    pub(crate) primary: AtomicU64,
+    pub(crate) fallback: AtomicU64,
+}
+
+impl ByDestination {
+    fn add(&self, fallback: bool, n: u64) {
+        let counter = if fallback {
+            &self.fallback
+        } else {
+            &self.primary
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn total(&self) -> u64 {
+        self.primary.load(Ordering::Relaxed) + self.fallback.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug)]
-struct Latencies {
+pub(crate) struct Latencies {
     /// From a point's `ts` (stamped by the device when it samples and publishes) to the commit.
-    publish_to_commit: Histogram<u64>,
+    pub(crate) publish_to_commit: Histogram<u64>,
     /// From the message's arrival at ingestion to the commit: the part ingestion controls.
-    receive_to_commit: Histogram<u64>,
-    batch_records: Histogram<u64>,
+    pub(crate) receive_to_commit: Histogram<u64>,
+    /// One successful `Sink::write`, from its start to its commit.
+    pub(crate) batch_write: Histogram<u64>,
+    /// Records per committed batch (not a latency: a count).
+    pub(crate) batch_records: Histogram<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 3).expect("constant histogram bounds are valid")
 }
 
-impl Default for Stats {
+impl Default for Latencies {
     fn default() -> Self {
-        Stats {
-            messages_in: AtomicU64::new(0),
-            points_in: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            points_committed: AtomicU64::new(0),
-            points_fallback: AtomicU64::new(0),
-            points_duplicate: AtomicU64::new(0),
-            sessions_committed: AtomicU64::new(0),
-            dead_letters_committed: AtomicU64::new(0),
-            write_failures: AtomicU64::new(0),
-            acks_released: AtomicU64::new(0),
-            latency: Mutex::new(Latencies {
-                publish_to_commit: histogram(),
-                receive_to_commit: histogram(),
-                batch_records: Histogram::new_with_bounds(1, 10_000_000, 2)
-                    .expect("constant histogram bounds are valid"),
-            }),
+        Latencies {
+            publish_to_commit: histogram(),
+            receive_to_commit: histogram(),
+            batch_write: histogram(),
+            batch_records: Histogram::new_with_bounds(1, 10_000_000, 2)
+                .expect("constant histogram bounds are valid"),
         }
     }
 }
@@ -114,6 +133,7 @@ pub struct StatsSnapshot {
     pub mean_batch_records: f64,
     pub publish_to_commit: LatencySnapshot,
     pub receive_to_commit: LatencySnapshot,
+    pub batch_write: LatencySnapshot,
 }
 
 impl Stats {
@@ -122,20 +142,19 @@ impl Stats {
         self.points_in.fetch_add(points as u64, Ordering::Relaxed);
     }
 
-    /// Records a committed batch: counters, and latency of every point in it.
+    /// Records a committed batch: counters, the write's duration (`took`), and the latency of
+    /// every point in it.
     pub(crate) fn committed(
         &self,
         batch: &model::Batch,
         received: &[Instant],
         committed: &Committed,
+        took: Duration,
     ) {
         let relaxed = Ordering::Relaxed;
-        self.batches.fetch_add(1, relaxed);
-        let points = batch.points.len() as u64;
-        self.points_committed.fetch_add(points, relaxed);
-        if committed.fallback {
-            self.points_fallback.fetch_add(points, relaxed);
-        }
+        self.batches.add(committed.fallback, 1);
+        self.points
+            .add(committed.fallback, batch.points.len() as u64);
         self.points_duplicate
             .fetch_add(committed.points_duplicate, relaxed);
         self.sessions_committed
@@ -161,15 +180,19 @@ impl Stats {
             let us = now.saturating_duration_since(*r).as_micros() as u64;
             let _ = lat.receive_to_commit.record(us.clamp(1, MAX_US));
         }
+        let _ = lat
+            .batch_write
+            .record((took.as_micros() as u64).clamp(1, MAX_US));
         let _ = lat.batch_records.record((batch.len() as u64).max(1));
     }
 
     pub fn snapshot(&self, queue_depth: usize) -> StatsSnapshot {
         let relaxed = Ordering::Relaxed;
-        let (publish, receive, mean_batch) = match self.latency.lock() {
+        let (publish, receive, write, mean_batch) = match self.latency.lock() {
             Ok(l) => (
                 LatencySnapshot::of(&l.publish_to_commit),
                 LatencySnapshot::of(&l.receive_to_commit),
+                LatencySnapshot::of(&l.batch_write),
                 l.batch_records.mean(),
             ),
             Err(_) => Default::default(),
@@ -178,9 +201,9 @@ impl Stats {
             messages_in: self.messages_in.load(relaxed),
             points_in: self.points_in.load(relaxed),
             queue_depth,
-            batches: self.batches.load(relaxed),
-            points_committed: self.points_committed.load(relaxed),
-            points_fallback: self.points_fallback.load(relaxed),
+            batches: self.batches.total(),
+            points_committed: self.points.total(),
+            points_fallback: self.points.fallback.load(relaxed),
             points_duplicate: self.points_duplicate.load(relaxed),
             sessions_committed: self.sessions_committed.load(relaxed),
             dead_letters_committed: self.dead_letters_committed.load(relaxed),
@@ -189,6 +212,7 @@ impl Stats {
             mean_batch_records: mean_batch,
             publish_to_commit: publish,
             receive_to_commit: receive,
+            batch_write: write,
         }
     }
 
@@ -216,22 +240,8 @@ impl Stats {
         })
     }
 
-    /// Appends the latency histograms to Prometheus exposition text.
+    /// Appends what the pipeline has done to Prometheus exposition text.
     pub fn render_prometheus(&self, out: &mut String) {
-        let Ok(lat) = self.latency.lock() else {
-            return;
-        };
-        kit::metrics::render_hdr_histogram(
-            out,
-            "simcorp_ingest_publish_to_commit_seconds",
-            "From a point's ts (stamped by the device at publish) to the commit of its batch.",
-            &lat.publish_to_commit,
-        );
-        kit::metrics::render_hdr_histogram(
-            out,
-            "simcorp_ingest_receive_to_commit_seconds",
-            "From a message's arrival at ingestion to the commit of its batch.",
-            &lat.receive_to_commit,
-        );
+        crate::metrics::render(self, out);
     }
 }

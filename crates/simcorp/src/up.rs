@@ -133,6 +133,10 @@ pub(crate) async fn run(sources: Sources, fleet: bool) -> anyhow::Result<()> {
     // then ingestion writes and acknowledges what it has, then the broker goes.
     let mut running = Vec::new();
     if let Some(listener) = broker_listener {
+        // The broker is no service: nothing else installs the recorder before it records, nor
+        // describes its metrics, which every service's /metrics shows (they share the recorder).
+        kit::metrics::prometheus();
+        broker::metrics::describe();
         let config = broker::Config {
             max_inflight: platform.broker.max_inflight,
             max_queued: platform.broker.max_queued,

@@ -157,7 +157,6 @@ impl DurableStore {
                 other => return other,
             }
         }
-        let started = Instant::now();
         let outcome = fallback.write(batch).await?;
         self.state.dirty.store(true, Ordering::Release);
         let backlog = self
@@ -166,12 +165,6 @@ impl DurableStore {
             .fetch_add(outcome.points_inserted, Ordering::AcqRel)
             + outcome.points_inserted;
         metrics::backlog(backlog);
-        metrics::written(
-            Destination::Fallback,
-            outcome.points_inserted,
-            outcome.points_duplicate,
-            started.elapsed(),
-        );
         Ok(Written {
             destination: Destination::Fallback,
             outcome,
@@ -179,14 +172,7 @@ impl DurableStore {
     }
 
     async fn write_primary(&self, batch: &Batch) -> Result<Written, StoreError> {
-        let started = Instant::now();
         let outcome = self.primary.write(batch).await?;
-        metrics::written(
-            Destination::Primary,
-            outcome.points_inserted,
-            outcome.points_duplicate,
-            started.elapsed(),
-        );
         Ok(Written {
             destination: Destination::Primary,
             outcome,

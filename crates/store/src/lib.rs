@@ -19,13 +19,14 @@
 //!
 //! Not here: decoding and validation (the `model` crate: a [`model::Point`] is trusted as
 //! valid), batching and acknowledgement (the pipeline), HTTP (the services). Metrics are emitted
-//! through the `metrics` facade; installing a recorder is the service's job.
+//! through the `metrics` facade ([`metrics::describe`] describes them); installing a recorder is
+//! the service's job.
 
 mod config;
 mod domain;
 mod durable;
 mod error;
-mod metrics;
+pub mod metrics;
 pub mod pg;
 mod pool;
 mod rows;
@@ -37,7 +38,6 @@ pub use config::{MaintenanceConfig, PostgresConfig, SqliteConfig, Synchronous};
 pub use domain::{Domain, Migrated, MigrationTarget, TELEMETRY, domains, migrate_all};
 pub use durable::{Destination, DurableStore, Written};
 pub use error::{Backend, ErrorKind, StoreError};
-pub use metrics::describe as describe_metrics;
 pub use pg::PgStore;
 pub use pool::{PoolSettings, SqlitePools, postgres_pool};
 pub use sqlite::SqliteStore;

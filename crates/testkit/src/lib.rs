@@ -18,6 +18,7 @@
 mod mosquitto;
 mod postgres;
 mod process;
+mod promtool;
 mod redis;
 mod service;
 
@@ -29,6 +30,7 @@ use std::time::Duration;
 pub use mosquitto::PrivateMosquitto;
 pub use postgres::{PrivatePostgres, TestDatabase};
 pub use process::ServiceProcess;
+pub use promtool::{assert_every_type_has_help, promtool_check};
 pub use redis::PrivateRedis;
 pub use service::{Spawn, TestService, spawn};
 

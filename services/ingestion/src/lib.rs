@@ -45,6 +45,10 @@ impl Service for Ingestion {
         &config.ingestion.http
     }
 
+    fn describe_metrics() {
+        metrics::describe();
+    }
+
     async fn run(
         config: Config,
         listener: TcpListener,
@@ -61,7 +65,6 @@ async fn run(
 ) -> Result<(), Error> {
     let mut service = Lifecycle::start::<Ingestion>(&config)?;
     let started = Instant::now();
-    metrics::describe();
     let settings = &config.ingestion;
 
     let store = store::DurableStore::open_with(

@@ -3,7 +3,7 @@
 //! Every device shares ingestion's one MQTT stream, so a device publishing at 100× its normal
 //! rate cannot be slowed down on its own: holding its messages back would hold back everyone
 //! queued behind them. Instead its excess is *shed*: acknowledged to the broker without being
-//! stored, and counted (`simcorp_ingest_shed_messages_total`, `…_points_total`). The first
+//! stored, and counted (`simcorp_ingestion_shed_messages_total`, `…_points_total`). The first
 //! shed message of each episode is kept as a `rate_limited` dead letter, with a warning in the
 //! log, so an operator sees who flooded and with what. After that, the device's messages are only
 //! counted, which keeps the dead-letter table and the log bounded however long the flood lasts.

@@ -38,6 +38,10 @@ impl Service for SimPublisher {
         &config.sim_publisher.http
     }
 
+    fn describe_metrics() {
+        metrics::describe();
+    }
+
     /// A newcomer running `simcorp up` sees live roasts at once.
     fn local_defaults() -> Vec<(String, Value)> {
         match Value::serialize(FleetSpec::default()) {

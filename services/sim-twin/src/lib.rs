@@ -32,6 +32,10 @@ impl Service for SimTwin {
         &config.sim_twin.http
     }
 
+    fn describe_metrics() {
+        metrics::describe();
+    }
+
     /// Serves until `shutdown`. No dependencies: ready as soon as it serves; nothing to drain
     /// (requests in flight finish within the request timeout).
     async fn run(
@@ -40,7 +44,6 @@ impl Service for SimTwin {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let mut service = Lifecycle::start::<Self>(&config)?;
-        metrics::describe();
         service.serve(
             listener,
             api::router(api::AppState {

@@ -1,14 +1,20 @@
-//! Metrics of sim-twin (requests are counted by the kit).
+//! Metrics of sim-twin (names: `simcorp_sim_twin_*`; requests are counted by the kit).
 
-use metrics::counter;
+use metrics::{Unit, counter, describe_counter};
+
+const ROASTS: &str = "simcorp_sim_twin_roasts_total";
+const SAMPLES: &str = "simcorp_sim_twin_samples_total";
 
 pub(crate) fn simulated(samples: usize) {
-    counter!("simcorp_sim_twin_roasts_total").increment(1);
-    counter!("simcorp_sim_twin_samples_total").increment(samples as u64);
+    counter!(ROASTS).increment(1);
+    counter!(SAMPLES).increment(samples as u64);
 }
 
-/// Registers the counters at zero, so dashboards see the series before the first roast.
+/// Describes sim-twin's metrics and registers them at zero, so dashboards see the series before
+/// the first roast.
 pub(crate) fn describe() {
-    counter!("simcorp_sim_twin_roasts_total").increment(0);
-    counter!("simcorp_sim_twin_samples_total").increment(0);
+    describe_counter!(ROASTS, Unit::Count, "Roasts simulated.");
+    describe_counter!(SAMPLES, Unit::Count, "Samples in the roasts simulated.");
+    counter!(ROASTS).increment(0);
+    counter!(SAMPLES).increment(0);
 }

@@ -551,7 +551,7 @@ async fn flood_garbage_and_oversized_payloads() {
     };
     let shed = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("simcorp_ingest_shed_points_total "))
+        .find_map(|l| l.strip_prefix("simcorp_ingestion_shed_points_total "))
         .unwrap_or("0")
         .trim()
         .to_owned();

@@ -114,9 +114,14 @@ async fn sessions_telemetry_and_latest_are_served() {
     s.app.stop().await;
 }
 
+/// `/metrics` passes Prometheus' own checks, every metric is described, and it tells what
+/// `/stats` tells: the two are views of one record (the pipeline's `Stats`), not two counts.
 #[tokio::test(flavor = "multi_thread")]
-async fn metrics_are_valid_prometheus_text() {
-    if !testkit::require(Server::Postgres, "metrics_are_valid_prometheus_text") {
+async fn metrics_are_valid_prometheus_text_and_agree_with_stats() {
+    if !testkit::require(
+        Server::Postgres,
+        "metrics_are_valid_prometheus_text_and_agree_with_stats",
+    ) {
         return;
     }
     let s = Stack::start().await;
@@ -124,14 +129,22 @@ async fn metrics_are_valid_prometheus_text() {
     publish_points(&s.device, &points, 1).await;
     assert!(s.device.flush(Duration::from_secs(10)).await);
     wait_pg_count(&s.pool, "roaster-m", 50, Duration::from_secs(20)).await;
+    // Every ack released, so that nothing moves between the two reads below.
+    testkit::eventually(Duration::from_secs(10), "every ack released", || async {
+        let stats: serde_json::Value = s.app.get("/stats").await;
+        (stats["pipeline"]["acks_released"].as_u64() >= Some(50)).then_some(())
+    })
+    .await;
 
     let text = s.app.text("/metrics").await;
+    testkit::promtool_check(&text);
+    testkit::assert_every_type_has_help(&text);
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .unwrap_or_else(|e| panic!("/metrics is not Prometheus text: {e}\n{text}"));
     let histogram = scrape
         .samples
         .iter()
-        .find(|s| s.metric == "simcorp_ingest_publish_to_commit_seconds")
+        .find(|s| s.metric == "simcorp_pipeline_publish_to_commit_seconds")
         .unwrap_or_else(|| panic!("no publish-to-commit histogram in\n{text}"));
     match &histogram.value {
         prometheus_parse::Value::Histogram(buckets) => {
@@ -141,8 +154,10 @@ async fn metrics_are_valid_prometheus_text() {
         other => panic!("expected a histogram, got {other:?}"),
     }
     for name in [
-        "simcorp_ingest_points_committed_total",
         "simcorp_http_requests_total",
+        "simcorp_mqtt_messages_received_total",
+        "simcorp_store_primary_up",
+        "simcorp_ingestion_rejected_total",
         // The process itself: what the load harness reports as the service's CPU and memory.
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
@@ -152,6 +167,34 @@ async fn metrics_are_valid_prometheus_text() {
             "{name} missing from\n{text}"
         );
     }
+
+    let stats: serde_json::Value = s.app.get("/stats").await;
+    let sum = |name: &str| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) => v,
+                ref other => panic!("{name}: expected a counter, got {other:?}"),
+            })
+            .sum()
+    };
+    for (metric, field) in [
+        (
+            "simcorp_pipeline_points_committed_total",
+            "points_committed",
+        ),
+        ("simcorp_pipeline_batches_committed_total", "batches"),
+        ("simcorp_pipeline_acks_released_total", "acks_released"),
+    ] {
+        assert_eq!(
+            sum(metric),
+            stats["pipeline"][field].as_u64().unwrap() as f64,
+            "{metric} vs /stats pipeline.{field}"
+        );
+    }
+    assert_eq!(sum("simcorp_pipeline_points_committed_total"), 50.0);
 
     // The histograms themselves, for harnesses that diff snapshots: they decode, and hold
     // exactly the points committed.

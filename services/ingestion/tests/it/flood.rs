@@ -58,7 +58,7 @@ async fn a_flooding_device_is_limited_alone_and_counted() {
         "the shed count to settle",
         || async {
             let metrics = s.app.text("/metrics").await;
-            let shed = metric(&metrics, "simcorp_ingest_shed_points_total");
+            let shed = metric(&metrics, "simcorp_ingestion_shed_points_total");
             let stored = pg_count(&s.pool, "roaster-flood").await;
             (shed + stored as u64 >= 1_000).then_some(shed)
         },

@@ -285,3 +285,31 @@ async fn the_default_fleet_starts_with_the_service() {
     assert_eq!(reqwest::get(app.url("/ready")).await.unwrap().status(), 200);
     app.stop().await;
 }
+
+/// `/metrics` while a fleet publishes passes Prometheus' own checks, and every metric is
+/// described.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_pass_promtool() {
+    let broker = PrivateMosquitto::start().await;
+    let app = spawn(&broker.url(), None).await;
+    let resp = reqwest::Client::new()
+        .post(app.url("/fleets"))
+        .json(&json!({"device_prefix": "test-m", "roasters": 1, "acceleration": 600.0, "repeat": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let text = testkit::eventually(
+        Duration::from_secs(30),
+        "a roast published to its end",
+        || async {
+            let text = app.text("/metrics").await;
+            text.contains("simcorp_sim_publisher_roasts_completed_total 1")
+                .then_some(text)
+        },
+    )
+    .await;
+    testkit::promtool_check(&text);
+    testkit::assert_every_type_has_help(&text);
+    app.stop().await;
+}

@@ -198,3 +198,16 @@ async fn ops_endpoints_answer() {
     );
     app.stop().await;
 }
+
+/// `/metrics` after a simulation passes Prometheus' own checks, and every metric is described.
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let app = testkit::spawn::<SimTwin>().start().await;
+    let (status, _) = app.post("/simulate", "{}").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = app.text("/metrics").await;
+    testkit::promtool_check(&text);
+    testkit::assert_every_type_has_help(&text);
+    assert!(text.contains("simcorp_sim_twin_roasts_total 1"), "{text}");
+    app.stop().await;
+}

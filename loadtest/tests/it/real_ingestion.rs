@@ -34,7 +34,7 @@ impl Ingestion {
         config.postgres.url = Some(SecretString::from(postgres_url.to_owned()));
         config.ingestion.http_addr = "127.0.0.1:0".parse().unwrap();
         config.ingestion.drain_timeout_secs = 10;
-        config.log.format = kit::logging::LogFormat::Text;
+        config.log.format = kit::telemetry::LogFormat::Text;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();

@@ -16,6 +16,7 @@
 //! harness does not capture). With `CI=true` a missing server fails the test instead.
 #![allow(clippy::unwrap_used)] // A panic is how a test helper reports failure.
 
+mod logs;
 mod mosquitto;
 mod otlp;
 mod postgres;
@@ -28,6 +29,7 @@ use std::io::Write as _;
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+pub use logs::CapturedLogs;
 pub use mosquitto::PrivateMosquitto;
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::{PrivatePostgres, TestDatabase};

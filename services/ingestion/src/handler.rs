@@ -137,3 +137,47 @@ impl Decoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Instant;
+
+    use super::*;
+
+    fn decode(topic: &str, payload: &str) {
+        let decoder = Decoder {
+            limits: Limits::default(),
+            dead_letter_payload_bytes: 1024,
+            limiter: None,
+        };
+        decoder.envelope(Delivery {
+            topic: topic.to_owned(),
+            payload: payload.to_owned().into(),
+            ack: None,
+            received: Instant::now(),
+            received_ms: 1_700_000_000_000,
+            redelivered: false,
+        });
+    }
+
+    #[test]
+    fn a_refusal_is_logged_with_the_device_and_session_of_its_message() {
+        let (logs, _capture) = testkit::CapturedLogs::start("debug");
+        decode(
+            "roasters/r-7/telemetry",
+            r#"[{"session":"s-1","seq":1,"ts":1700000000000,"channels":{"bt":1}},
+                {"session":"s-1","seq":"two","ts":1700000000000,"channels":{"bt":1}}]"#,
+        );
+        let line = logs.find("message refused").unwrap();
+        assert_eq!(line["device_id"], "r-7", "{line}");
+        assert_eq!(line["session_id"], "s-1", "{line}");
+
+        let (logs, _capture) = testkit::CapturedLogs::start("debug");
+        decode("roasters/r-8/session", "not json");
+        let line = logs.find("message refused").unwrap();
+        assert_eq!(line["device_id"], "r-8", "{line}");
+        assert!(line.get("session_id").is_none(), "unknown yet: {line}");
+    }
+}

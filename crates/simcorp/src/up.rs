@@ -88,9 +88,9 @@ pub(crate) async fn run(sources: Sources, fleet: bool) -> anyhow::Result<()> {
     }
     let platform: Platform = kit::config::load(&sources)?;
     // The embedded broker runs unless a broker was given (flag, environment or file).
-    let embedded = !kit::config::figment::<Platform>(&sources)?
+    let embedded = kit::config::figment::<Platform>(&sources)?
         .find_value("mqtt.url")
-        .is_ok();
+        .is_err();
     if embedded {
         sources = sources.set("mqtt.url", format!("mqtt://{}", platform.broker.listen));
     }

@@ -1,4 +1,4 @@
-//! A short harness run against the real ingestion service, in this process (`ingestion::run`),
+//! A short harness run against the real ingestion service, in this process (`testkit::spawn`),
 //! on a private Mosquitto with the project's broker configuration and a fresh database: 50
 //! sessions replaying a recorded roast, accelerated (20 points/s each, 10–20× a real roaster),
 //! for 15 s. Whatever this machine's speed, nothing may be lost or stored twice, and the
@@ -10,62 +10,7 @@ use loadtest::monitor::ProcessReport;
 use loadtest::report::LatencyReport;
 use loadtest::verify::VerifyConfig;
 use loadtest::{RunConfig, Source};
-use secrecy::SecretString;
 use testkit::Server;
-use tokio::sync::oneshot;
-
-/// The real service, until dropped or stopped.
-struct Ingestion {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ingestion::Error>>,
-    _data: tempfile::TempDir,
-}
-
-impl Ingestion {
-    async fn start(mqtt_url: &str, postgres_url: &str) -> Ingestion {
-        let data = tempfile::tempdir().unwrap();
-        let mut config = ingestion::Config {
-            data_dir: data.path().to_owned(),
-            ..ingestion::Config::default()
-        };
-        config.mqtt.url = mqtt_url.to_owned();
-        config.mqtt.client_id = Some(testkit::unique_name("ingestion"));
-        config.postgres.url = Some(SecretString::from(postgres_url.to_owned()));
-        config.ingestion.http_addr = "127.0.0.1:0".parse().unwrap();
-        config.ingestion.drain_timeout_secs = 10;
-        config.log.format = kit::telemetry::LogFormat::Text;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ingestion::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        let http = reqwest::Client::new();
-        let ready = format!("{base}/ready");
-        testkit::eventually(Duration::from_secs(20), "ingestion to be ready", || {
-            let (http, ready) = (http.clone(), ready.clone());
-            async move {
-                let response = http.get(&ready).send().await.ok()?;
-                response.status().is_success().then_some(())
-            }
-        })
-        .await;
-        Ingestion {
-            base,
-            stop: Some(stop),
-            task,
-            _data: data,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.unwrap().unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_short_run_against_the_real_ingestion_loses_and_duplicates_nothing() {
@@ -75,11 +20,16 @@ async fn a_short_run_against_the_real_ingestion_loses_and_duplicates_nothing() {
     }
     let broker = testkit::PrivateMosquitto::start().await;
     let db = testkit::TestDatabase::create().await;
-    let service = Ingestion::start(&broker.url(), &db.url).await;
+    let service = testkit::spawn::<ingestion::Ingestion>()
+        .mqtt(&broker.url())
+        .postgres_url(&db.url)
+        .set("ingestion.drain_timeout_secs", 10)
+        .start()
+        .await;
 
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     let mut config = RunConfig::new(&broker.url(), &db.url);
-    config.ingestion = Some(service.base.clone());
+    config.ingestion = Some(service.url(""));
     config.rate = 1000;
     config.duration = Duration::from_secs(15);
     config.sessions = 50;

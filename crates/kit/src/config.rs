@@ -20,13 +20,13 @@ use serde::de::DeserializeOwned;
 pub const ENV_PREFIX: &str = "SIMCORP_";
 
 /// The sections of the platform's configuration that belong to no one service: those of the
-/// shared crates (`[mqtt]`, `[postgres]`, …), the process (`[log]`, `[runtime]`), the embedded
+/// shared crates (`[mqtt]`, `[postgres]`, …), the process (`[log]`, `[otel]`, `[runtime]`), the embedded
 /// broker of `simcorp up` and the load harness. One file (and one environment) may configure all
 /// services, so every program accepts these whether it reads them or not. Each service's own
 /// section comes from the service itself (`kit::service::Service::SECTION`), and the list of all
 /// of them from the `simcorp` command's registry ([`Sources::services`]).
 pub const SHARED_SECTIONS: &[&str] = &[
-    "log", "runtime", "mqtt", "postgres", "sqlite", "store", "redis", "pipeline", "broker",
+    "log", "otel", "runtime", "mqtt", "postgres", "sqlite", "store", "redis", "pipeline", "broker",
     "loadtest",
 ];
 
@@ -563,6 +563,23 @@ mod tests {
         assert_eq!(d.postgres.max_connections, 3);
         assert_eq!(d.data_dir, "/var/lib/simcorp");
         assert_eq!((d.sim_publisher.rate, d.sim.rate), (5, 7));
+    }
+
+    #[test]
+    fn a_shared_section_comes_from_the_environment_without_the_service_knowing_it() {
+        let vars = [("SIMCORP_OTEL_ENDPOINT", "http://collector:4318")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        let figment = build::<Demo>(&Sources::default(), vars).unwrap();
+        let otel: crate::telemetry::OtelConfig = section(&figment, "otel").unwrap();
+        assert_eq!(otel.endpoint.as_deref(), Some("http://collector:4318"));
+        assert_eq!(otel.sample_ratio, 1.0);
+        let off: crate::telemetry::OtelConfig = section(
+            &build::<Demo>(&Sources::default(), std::iter::empty()).unwrap(),
+            "otel",
+        )
+        .unwrap();
+        assert_eq!(off.endpoint, None);
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! `/ready` answers 200 only while every *required* dependency answers (readiness: send me
 //! traffic); optional dependencies (e.g. a cache whose loss only degrades) are reported but do
 //! not fail it. `/metrics` is Prometheus text.
+//!
+//! Every request, to the API or the ops endpoints, runs in a `request` span carrying its
+//! `request_id` (the caller's `x-request-id`, or a new UUID, and returned in the response's
+//! `x-request-id`), so every log line of the request names it. A W3C `traceparent` from the
+//! caller makes the span part of the caller's trace.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -13,12 +18,13 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument as _;
 
 type Probe = Arc<dyn Fn() -> bool + Send + Sync>;
 type MetricsExtra = Arc<dyn Fn(&mut String) + Send + Sync>;
@@ -123,10 +129,16 @@ impl Ops {
     }
 }
 
-/// Adds `/health`, `/ready`, `/metrics`, per-route request metrics, and a request timeout (so a
-/// slow client can never hold shutdown hostage) to a service's API router.
+/// The header naming a request in logs, on the way in and on the way out.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Adds `/health`, `/ready`, `/metrics`, per-route request metrics, a request timeout (so a
+/// slow client can never hold shutdown hostage) and a span per request (see the module
+/// documentation) to a service's API router. Request spans are children of the span current
+/// here (the service's root span, when the service's lifecycle builds the router).
 pub fn with_ops(api: Router, ops: Ops, request_timeout: Duration) -> Router {
     let service = ops.service;
+    let parent = tracing::Span::current();
     let ops_routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -140,6 +152,52 @@ pub fn with_ops(api: Router, ops: Ops, request_timeout: Duration) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        // Outermost, so that a request that timed out still has its span and its id.
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            traced(parent.clone(), req, next)
+        }))
+}
+
+async fn traced(parent: tracing::Span, req: Request, next: Next) -> Response {
+    let request_id = request_id(req.headers());
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_string(),
+    };
+    let span = tracing::info_span!(
+        parent: &parent,
+        "request",
+        otel.name = name.as_str(),
+        otel.kind = "server",
+        request_id = %request_id,
+        http.request.method = %method,
+        http.route = route.as_deref(),
+        url.path = req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::join_remote_trace(&span, req.headers());
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// The caller's request id when it is a sane one, else a new one. The id goes into every log line
+/// of the request: a long or binary one would be a way to flood or forge logs.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 async fn health(State(ops): State<Ops>) -> impl IntoResponse {
@@ -290,6 +348,110 @@ mod tests {
 
         let (status, _) = get_text(&router, "/health").await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    /// Log lines, as the JSON format writes them, kept for the test to read.
+    #[derive(Clone, Default)]
+    struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for CapturedLogs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl CapturedLogs {
+        fn lines(&self) -> Vec<serde_json::Value> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    /// The request ids of the spans a log line is in.
+    fn request_ids(line: &serde_json::Value) -> Vec<&str> {
+        line["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["request_id"].as_str())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_log_line_of_a_request_carries_its_request_id() {
+        use tracing::Instrument as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        let logs = CapturedLogs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new("info"))
+            .with(crate::telemetry::fmt_layer(
+                &crate::telemetry::LogConfig::default(),
+                move || writer.clone(),
+            ));
+        // This thread only: the test's runtime runs the router on it.
+        let _subscriber = tracing::subscriber::set_default(subscriber);
+        let api = Router::new().route(
+            "/work",
+            get(|| async {
+                tracing::info!("working");
+                async { tracing::warn!("deep inside") }
+                    .instrument(tracing::info_span!("step", n = 1))
+                    .await;
+                ApiError::internal("it broke")
+            }),
+        );
+        let router = with_ops(
+            api,
+            Ops::new("test", Readiness::default()),
+            Duration::from_secs(5),
+        );
+
+        for (given, expected) in [
+            (Some("req-42"), Some("req-42")),
+            // Not taken as it is: it would let a caller write anything into the logs.
+            (Some("a b"), None),
+            (None, None),
+        ] {
+            let mut request = Request::builder().uri("/work");
+            if let Some(id) = given {
+                request = request.header("x-request-id", id);
+            }
+            let resp = router
+                .clone()
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let returned = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+            match expected {
+                Some(expected) => assert_eq!(returned, expected),
+                None => assert!(uuid::Uuid::parse_str(&returned).is_ok(), "{returned}"),
+            }
+
+            let lines = logs.lines();
+            let of_request: Vec<&serde_json::Value> = lines
+                .iter()
+                .filter(|l| request_ids(l).contains(&returned.as_str()))
+                .collect();
+            let messages: Vec<&str> = of_request
+                .iter()
+                .filter_map(|l| l["message"].as_str())
+                .collect();
+            assert_eq!(
+                messages,
+                ["working", "deep inside", "request failed"],
+                "{lines:?}"
+            );
+            logs.0.lock().unwrap().clear();
+        }
     }
 
     #[tokio::test]

@@ -3,7 +3,9 @@
 //!
 //! - [`config`]: one typed settings struct per service, loaded from defaults, an optional TOML
 //!   file, `SIMCORP_<SECTION>_<KEY>` environment variables and `…_FILE` secrets, then validated.
-//! - [`logging`]: JSON lines via `tracing` (or human text for local runs).
+//! - [`telemetry`]: logs as JSON lines via `tracing` (or human text for local runs), spans with
+//!   the ids that find them again (service, request, device, session), and their export over
+//!   OTLP/HTTP when `[otel] endpoint` is set; W3C trace context in and out of HTTP.
 //! - [`http`]: the ops surface every service exposes — `GET /health`, `GET /ready` (driven by
 //!   [`http::Readiness`] checks), `GET /metrics` (Prometheus text) — plus serving with a request
 //!   timeout and graceful shutdown, and [`http::ApiError`], the one error type of all JSON APIs.
@@ -20,8 +22,8 @@
 
 pub mod config;
 pub mod http;
-pub mod logging;
 pub mod metrics;
 pub mod runtime;
 pub mod service;
 pub mod shutdown;
+pub mod telemetry;

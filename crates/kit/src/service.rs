@@ -41,7 +41,7 @@ use tracing::Instrument as _;
 
 use crate::config::{ConfigError, Sources, Validate};
 use crate::http::{Ops, Readiness};
-use crate::logging::LogConfig;
+use crate::telemetry::{LogConfig, OtelConfig};
 
 /// Any error, as a task or a dependency reports it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -186,6 +186,8 @@ pub enum Error {
     /// stopped on its own.
     #[error("{task}: {reason}")]
     Task { task: String, reason: String },
+    #[error("setting up logs and traces: {0}")]
+    Telemetry(#[from] crate::telemetry::Error),
 }
 
 impl Error {
@@ -427,20 +429,26 @@ impl Entry {
         }
     }
 
-    /// Loads and validates the service's configuration (and `[log]`) from `sources`.
+    /// Loads and validates the service's configuration (and `[log]`, `[otel]`) from `sources`.
     pub fn prepare(&self, sources: &Sources) -> Result<Prepared, Error> {
         (self.prepare)(sources)
     }
 
-    /// Runs the service as its own process runs it: configuration, logs, the listener, until
-    /// SIGTERM or Ctrl-C.
+    /// Runs the service as its own process runs it: configuration, logs and traces, the
+    /// listener, until SIGTERM or Ctrl-C; then the spans still queued are exported.
     pub async fn serve(&self, sources: &Sources) -> Result<(), Error> {
         let prepared = self.prepare(sources)?;
-        crate::logging::init(&prepared.log);
-        let listener = prepared.bind().await?;
-        prepared
-            .run(listener, Box::pin(crate::shutdown::signal()))
-            .await
+        let telemetry = crate::telemetry::init(&prepared.log, &prepared.otel, self.name)?;
+        let result = match prepared.bind().await {
+            Ok(listener) => {
+                prepared
+                    .run(listener, Box::pin(crate::shutdown::signal()))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        telemetry.shutdown().await;
+        result
     }
 }
 
@@ -451,6 +459,8 @@ pub struct Prepared {
     pub addr: SocketAddr,
     /// The platform's `[log]` settings, read from the same sources.
     pub log: LogConfig,
+    /// The platform's `[otel]` settings, read from the same sources.
+    pub otel: OtelConfig,
     /// The loaded configuration, as the service sees it (secrets omitted), for banners.
     pub settings: Value,
     run: Box<dyn FnOnce(TcpListener, Shutdown) -> RunFuture + Send>,
@@ -493,25 +503,28 @@ fn prepare<S: Service>(sources: &Sources) -> Result<Prepared, Error> {
     validate::<S>(&config)?;
     let log: LogConfig = crate::config::section(&figment, "log")?;
     log.validate().map_err(Error::invalid)?;
+    let otel: OtelConfig = crate::config::section(&figment, "otel")?;
+    otel.validate().map_err(Error::invalid)?;
     let settings = Value::serialize(&config).map_err(|e| ConfigError::Load(Box::new(e)))?;
     Ok(Prepared {
         name: S::NAME,
         addr: S::http(&config).addr_or(S::PORT),
         log,
+        otel,
         settings,
         run: Box::new(move |listener, shutdown| Box::pin(run_as::<S>(config, listener, shutdown))),
     })
 }
 
-/// Runs `S` under its root span (`service = <name>`): every log line of the service, and of the
-/// tasks and requests it spawns, carries its name. What every caller of [`Service::run`] uses.
+/// Runs `S` under its root span ([`crate::telemetry::service_span`]): every log line of the
+/// service, and of the tasks and requests it spawns, carries its name. What every caller of
+/// [`Service::run`] uses.
 pub fn run_as<S: Service>(
     config: S::Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = Result<(), Error>> + Send {
-    let span = tracing::info_span!("service", service = S::NAME);
-    S::run(config, listener, shutdown).instrument(span)
+    S::run(config, listener, shutdown).instrument(crate::telemetry::service_span(S::NAME))
 }
 
 /// The checks of a service's configuration that types cannot express: its own, and its HTTP

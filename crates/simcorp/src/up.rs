@@ -98,10 +98,24 @@ pub(crate) async fn run(sources: Sources, fleet: bool) -> anyhow::Result<()> {
         .iter()
         .map(|entry| entry.prepare(&sources))
         .collect::<Result<_, _>>()?;
-    if let Some(first) = services.first() {
-        kit::logging::init(&first.log);
+    // One process, one exporter: its spans are those of service "simcorp".
+    let telemetry = match services.first() {
+        Some(first) => Some(kit::telemetry::init(&first.log, &first.otel, "simcorp")?),
+        None => None,
+    };
+    let result = run_services(&platform, embedded, services).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
     }
+    result
+}
 
+/// Binds, starts and runs the broker and `services` until Ctrl-C or a failure, then stops them.
+async fn run_services(
+    platform: &Platform,
+    embedded: bool,
+    services: Vec<Prepared>,
+) -> anyhow::Result<()> {
     // Every listener first, so a port already in use fails the start with a clear message.
     let broker_listener = match embedded {
         true => Some(
@@ -123,7 +137,7 @@ pub(crate) async fn run(sources: Sources, fleet: bool) -> anyhow::Result<()> {
         bound.push((service, listener, addr));
     }
     print_banner(
-        &platform,
+        platform,
         embedded.then_some(platform.broker.listen),
         bound.iter().map(|(s, _, addr)| (s.name, *addr)),
     );

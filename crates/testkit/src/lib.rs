@@ -9,13 +9,16 @@
 //!   project's own configuration or must stop, kill or restart a server.
 //!
 //! Any service of the platform is spawned the same way ([`spawn`]): on a free port, with a temp
-//! data directory, a fresh database if asked, and MQTT client ids of its own.
+//! data directory, a fresh database if asked, and MQTT client ids of its own. Its spans go to
+//! [`OtlpReceiver::shared`], a minimal OTLP/HTTP collector, where tests find them.
 //!
 //! Without a server, a test is skipped *loudly* (written straight to stderr, which the test
 //! harness does not capture). With `CI=true` a missing server fails the test instead.
 #![allow(clippy::unwrap_used)] // A panic is how a test helper reports failure.
 
+mod logs;
 mod mosquitto;
+mod otlp;
 mod postgres;
 mod process;
 mod promtool;
@@ -27,7 +30,9 @@ use std::io::Write as _;
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+pub use logs::CapturedLogs;
 pub use mosquitto::PrivateMosquitto;
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::{PrivatePostgres, TestDatabase};
 pub use process::ServiceProcess;
 pub use promtool::{assert_every_type_has_help, promtool_check};

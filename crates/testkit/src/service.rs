@@ -18,25 +18,41 @@
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use figment::value::Value;
 use kit::config::Sources;
 use kit::service::Service;
+use kit::telemetry::{LogConfig, LogFormat, OtelConfig, TelemetryGuard};
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::TestDatabase;
+use crate::{OtlpReceiver, TestDatabase};
+
+/// The telemetry of this process, set up by the first service a test spawns.
+static TELEMETRY: OnceLock<TelemetryGuard> = OnceLock::new();
+
+/// Exports the spans this process has finished, now (a no-op before any service was spawned).
+pub(crate) async fn flush_spans() {
+    if let Some(telemetry) = TELEMETRY.get() {
+        tokio::task::spawn_blocking(|| telemetry.flush())
+            .await
+            .unwrap();
+    }
+}
 
 /// Starts describing a test instance of `S`. By default it gets: its HTTP API on a free port of
 /// 127.0.0.1, a temporary data directory (where any SQLite file of its goes), an MQTT client id
 /// of its own (`<name>_<random>`, which is also the prefix of any further client ids it derives),
-/// and human-readable logs. Nothing else is set: a service's own defaults apply, so the broker is the
+/// human-readable logs, and its spans exported to [`OtlpReceiver::shared`] (a process has one
+/// exporter, so every test of the process exports there). Nothing else is set: a service's own defaults apply, so the broker is the
 /// one at 127.0.0.1:1883 unless [`Spawn::mqtt`] names another.
 pub fn spawn<S: Service>() -> Spawn<S> {
     let data = tempfile::tempdir().unwrap();
     let sources = Sources::default()
+        .default_to("otel.endpoint", OtlpReceiver::shared().endpoint())
         .set("data_dir", data.path().to_string_lossy().as_ref())
         .set("mqtt.client_id", crate::unique_name(S::NAME));
     Spawn {
@@ -114,10 +130,16 @@ impl<S: Service> Spawn<S> {
         for change in self.configure {
             change(&mut config);
         }
-        kit::logging::init(&kit::logging::LogConfig {
-            format: kit::logging::LogFormat::Text,
-            ..Default::default()
-        });
+        let otel: OtelConfig = kit::config::figment::<S::Config>(&self.sources)
+            .and_then(|figment| kit::config::section(&figment, "otel"))
+            .unwrap_or_else(|e| panic!("{} test configuration: {e}", S::NAME));
+        let log = LogConfig {
+            format: LogFormat::Text,
+            ..LogConfig::default()
+        };
+        let telemetry = kit::telemetry::init(&log, &otel, S::NAME)
+            .unwrap_or_else(|e| panic!("{} test telemetry: {e}", S::NAME));
+        TELEMETRY.get_or_init(|| telemetry);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "SIMCORP_";
 /// shared crates (`[mqtt]`, `[postgres]`, …), the process (`[log]`, `[otel]`, `[runtime]`), the embedded
 /// broker of `simcorp up` and the load harness. One file (and one environment) may configure all
 /// services, so every program accepts these whether it reads them or not. Each service's own
-/// section comes from the service itself (`kit::service::Service::SECTION`), and the list of all
+/// section comes from the service itself (`kit::service::Spec::section`), and the list of all
 /// of them from the `simcorp` command's registry ([`Sources::services`]).
 pub const SHARED_SECTIONS: &[&str] = &[
     "log", "otel", "runtime", "mqtt", "postgres", "sqlite", "store", "redis", "pipeline", "broker",

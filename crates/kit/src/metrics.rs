@@ -30,7 +30,7 @@ const HTTP_REQUEST_DURATION: &str = "simcorp_http_request_duration_seconds";
 /// installed first (e.g. by a test), a detached one is used so rendering still works.
 ///
 /// Whatever is recorded or described before this runs is lost, so services call it (through
-/// [`crate::service::Lifecycle::start`]) before anything else.
+/// `kit::service::run_as`) before anything else.
 pub fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = || {

@@ -1,7 +1,8 @@
 //! The shape every service has, so that the eleventh reads like the first.
 //!
-//! - [`Service`]: what a service *is* — its name, default port, configuration section, and one
-//!   `run(config, listener, shutdown)`. A service crate implements it on a unit type.
+//! - [`Service`]: what a service *is* — its [`Spec`] (name, configuration section, default
+//!   port) and one `run(config, service)`, where `service` is its [`Lifecycle`] holding the
+//!   listener and the shutdown signal. A service crate implements it on a unit type.
 //! - [`Lifecycle`]: how a service *lives* inside `run` — its readiness, its background tasks,
 //!   its HTTP server (with the ops endpoints), and the one rule for how it stops: when `shutdown`
 //!   resolves, or when any of its tasks fails (an error, a panic, or the HTTP server ending on its
@@ -13,10 +14,11 @@
 //!
 //! ```text
 //! main / simcorp serve / simcorp up / testkit
-//!     │ Entry::prepare: load + validate the config, then bind http.addr
+//!     │ Entry::prepare: load + validate the config and [<section>.http], then bind http.addr
+//!     │ run_as: the metrics recorder, the crate's metric descriptions, the root span
 //!     ▼
-//! Service::run(config, listener, shutdown)
-//!     Lifecycle::start ─ readiness checks, spawn tasks, serve HTTP
+//! Service::run(config, service: Lifecycle)
+//!     Lifecycle    ─ readiness checks, spawn tasks, serve HTTP
 //!     Lifecycle::wait  ─ until shutdown, or the first task failure
 //!     (the service drains what it holds)
 //!     Lifecycle::stop  ─ stop every task and the HTTP server; the first error wins
@@ -49,63 +51,74 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A future a service stops on.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Who a service is: what the registry, `simcorp up`'s banner and the configuration know of it.
+/// Written with [`spec!`](crate::spec).
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// `simcorp serve <name>`, the `service` label of its HTTP metrics, its log and trace root
+    /// span, the default MQTT client id (`simcorp-<name>-<host>`).
+    pub name: &'static str,
+    /// Its section of the platform's configuration (`[sim_twin]`, `SIMCORP_SIM_TWIN_…`).
+    pub section: &'static str,
+    /// Its port, from the platform plan: the default of `[<section>.http] addr`.
+    pub port: u16,
+    /// What it is, in a sentence: its crate's description, beside its address in `simcorp up`.
+    pub about: &'static str,
+    /// Describes (help text and unit) every metric the service emits, those of the crates it
+    /// uses included: its crate's `metrics::describe`. Called once the recorder is installed;
+    /// describing again is harmless, which `simcorp up` relies on (its services share one
+    /// recorder, and a crate two of them use is described by both).
+    pub describe_metrics: fn(),
+}
+
+/// The [`Spec`] of the service crate it is written in: `kit::spec!("sim-twin", "sim_twin", 4002)`
+/// — its name, configuration section and port; its description from its `Cargo.toml`, its
+/// metric descriptions from its `metrics::describe` (every crate's metrics live in its
+/// `metrics.rs`).
+// `crate::metrics` is meant to name the calling service's module, not the kit's.
+#[allow(clippy::crate_in_macro_def)]
+#[macro_export]
+macro_rules! spec {
+    ($name:literal, $section:literal, $port:literal) => {
+        $crate::service::Spec {
+            name: $name,
+            section: $section,
+            port: $port,
+            about: env!("CARGO_PKG_DESCRIPTION"),
+            describe_metrics: crate::metrics::describe,
+        }
+    };
+}
+
 /// One service of the platform.
 ///
 /// ```ignore
 /// pub struct SimTwin;
 ///
 /// impl kit::service::Service for SimTwin {
-///     const NAME: &'static str = "sim-twin";
-///     const SECTION: &'static str = "sim_twin";
-///     const PORT: u16 = 4002;
-///     const ABOUT: &'static str = "POST /simulate, GET /profiles";
+///     const SPEC: Spec = kit::spec!("sim-twin", "sim_twin", 4002);
 ///     type Config = Config;
 ///
-///     fn http(config: &Config) -> &HttpSettings {
-///         &config.sim_twin.http
-///     }
-///
-///     fn describe_metrics() {
-///         crate::metrics::describe();
-///     }
-///
-///     async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-///         let mut service = Lifecycle::start::<Self>(&config)?;
-///         service.serve(listener, api::router(..));
-///         let outcome = service.wait(shutdown).await;
+///     async fn run(config: Config, mut service: Lifecycle) -> Result<(), Error> {
+///         service.serve(api::router(..));
+///         let outcome = service.wait().await;
 ///         service.stop(outcome).await
 ///     }
 /// }
 /// ```
 pub trait Service: Send + Sync + 'static {
-    /// The service's name: `simcorp serve <NAME>`, the `service` label of its HTTP metrics, its
-    /// log and trace root span, the default MQTT client id (`simcorp-<NAME>-<host>`).
-    const NAME: &'static str;
-    /// Its section of the platform's configuration (`[sim_twin]`, `SIMCORP_SIM_TWIN_…`).
-    const SECTION: &'static str;
-    /// Its port, from the platform plan: the default of `[<SECTION>.http] addr`.
-    const PORT: u16;
-    /// What it serves, in a few words: the line `simcorp up` prints beside its address.
-    const ABOUT: &'static str;
+    const SPEC: Spec;
     /// Everything it is configured with. Sections other than its own are shared with the rest of
-    /// the platform (`[mqtt]`, `[postgres]`, …); `Default` must work locally with no server.
+    /// the platform (`[mqtt]`, `[postgres]`, …); `Default` must work locally with no server. Its
+    /// own section has `http: HttpSettings`, which the kit reads.
     type Config: Config;
 
-    /// Its `[<SECTION>.http]` settings.
-    fn http(config: &Self::Config) -> &HttpSettings;
-
-    /// Runs the service until `shutdown` resolves (or it fails), serving HTTP on `listener`.
+    /// Runs the service until its lifecycle's shutdown signal (or a failure), serving HTTP on
+    /// the lifecycle's listener. `config` has been validated.
     fn run(
         config: Self::Config,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        service: Lifecycle,
     ) -> impl Future<Output = Result<(), Error>> + Send;
-
-    /// Describes (help text and unit) every metric the service emits, those of the crates it
-    /// uses included, by calling their `metrics::describe()`. [`Lifecycle::start`] calls it once
-    /// the recorder is installed. Describing again is harmless, which `simcorp up` relies on:
-    /// its services share one recorder, and a crate two of them use is described by both.
-    fn describe_metrics();
 
     /// Settings `simcorp up` gives this service on a developer's machine beyond a local address,
     /// as dotted keys (sim-publisher: a small demo fleet). Below files, environment and flags.
@@ -130,7 +143,7 @@ impl<T> Config for T where
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
-    /// Where to listen; absent: every interface, on the service's own port ([`Service::PORT`]).
+    /// Where to listen; absent: every interface, on the service's own port ([`Spec::port`]).
     pub addr: Option<SocketAddr>,
     /// Longest an HTTP request may take: a slow client can never hold shutdown hostage.
     pub request_timeout_secs: u64,
@@ -213,6 +226,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 pub struct Lifecycle {
     name: &'static str,
     http: HttpSettings,
+    listener: Option<TcpListener>,
+    shutdown: Option<Shutdown>,
     readiness: Readiness,
     extra_metrics: Vec<RenderMetrics>,
     /// Cancelled once the service is stopping: `/ready` answers 503 from then on.
@@ -234,25 +249,25 @@ impl Debug for Lifecycle {
 }
 
 impl Lifecycle {
-    /// Validates `config` and starts the lifecycle of service `S`. Its readiness has one check
-    /// from the start, `accepting`, which fails once the service is stopping; the service adds
-    /// checks of its own dependencies.
-    pub fn start<S: Service>(config: &S::Config) -> Result<Self, Error> {
-        validate::<S>(config)?;
+    /// The lifecycle of service `S`, before its `run`. Its readiness has one check from the
+    /// start, `accepting`, which fails once the service is stopping; the service adds checks of
+    /// its own dependencies.
+    fn new<S: Service>(http: HttpSettings, listener: TcpListener, shutdown: Shutdown) -> Self {
         // Before anything records: what is recorded or described without a recorder is lost.
         crate::metrics::prometheus();
         crate::metrics::describe();
-        S::describe_metrics();
-        let http = S::http(config).clone();
+        (S::SPEC.describe_metrics)();
         let readiness = Readiness::default();
         let stopping = CancellationToken::new();
         {
             let stopping = stopping.clone();
             readiness.require("accepting", move || !stopping.is_cancelled());
         }
-        Ok(Lifecycle {
-            name: S::NAME,
+        Lifecycle {
+            name: S::SPEC.name,
             http,
+            listener: Some(listener),
+            shutdown: Some(shutdown),
             readiness,
             extra_metrics: Vec::new(),
             stopping,
@@ -260,7 +275,7 @@ impl Lifecycle {
             tasks: JoinSet::new(),
             names: HashMap::new(),
             span: tracing::Span::current(),
-        })
+        }
     }
 
     /// The service's readiness: register its dependencies with `require`/`observe`.
@@ -294,10 +309,15 @@ impl Lifecycle {
         self.extra_metrics.push(Box::new(render));
     }
 
-    /// Serves `api` on `listener`, with `/health`, `/ready` and `/metrics` beside it, the
-    /// request timeout, and per-request metrics. Requests in flight when the service stops are
-    /// finished (within the timeout). The server stopping on its own is a failure.
-    pub fn serve(&mut self, listener: TcpListener, api: Router) {
+    /// Serves `api` on the service's listener, with `/health`, `/ready` and `/metrics` beside
+    /// it, the request timeout, and per-request metrics. Requests in flight when the service
+    /// stops are finished (within the timeout). The server stopping on its own is a failure.
+    /// Once per service: the listener is gone after the first call.
+    pub fn serve(&mut self, api: Router) {
+        let Some(listener) = self.listener.take() else {
+            tracing::error!("serve called twice: the listener already serves");
+            return;
+        };
         let mut ops = Ops::new(self.name, self.readiness.clone());
         for render in std::mem::take(&mut self.extra_metrics) {
             ops = ops.with_metrics(render);
@@ -322,11 +342,14 @@ impl Lifecycle {
         });
     }
 
-    /// Waits until `shutdown` resolves (`Ok`) or a task fails (`Err`, naming the task). Either
+    /// Waits until the shutdown signal (`Ok`) or a task fails (`Err`, naming the task). Either
     /// way the service is stopping from then on: `/ready` answers 503 (load balancers stop
     /// sending traffic) while the service drains what it holds, before [`stop`](Self::stop).
-    pub async fn wait(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        tokio::pin!(shutdown);
+    pub async fn wait(&mut self) -> Result<(), Error> {
+        let mut shutdown = self
+            .shutdown
+            .take()
+            .unwrap_or_else(|| Box::pin(std::future::ready(())));
         let outcome = loop {
             tokio::select! {
                 () = &mut shutdown => break Ok(()),
@@ -420,10 +443,10 @@ impl Debug for Entry {
 impl Entry {
     pub const fn of<S: Service>() -> Self {
         Entry {
-            name: S::NAME,
-            section: S::SECTION,
-            port: S::PORT,
-            about: S::ABOUT,
+            name: S::SPEC.name,
+            section: S::SPEC.section,
+            port: S::SPEC.port,
+            about: S::SPEC.about,
             local_defaults: S::local_defaults,
             prepare: prepare::<S>,
         }
@@ -497,23 +520,35 @@ impl Prepared {
 
 fn prepare<S: Service>(sources: &Sources) -> Result<Prepared, Error> {
     let figment = crate::config::figment::<S::Config>(sources)?;
-    let config: S::Config = figment
-        .extract()
-        .map_err(|e| ConfigError::Load(Box::new(e)))?;
-    validate::<S>(&config)?;
+    let (config, http) = load::<S>(&figment)?;
     let log: LogConfig = crate::config::section(&figment, "log")?;
     log.validate().map_err(Error::invalid)?;
     let otel: OtelConfig = crate::config::section(&figment, "otel")?;
     otel.validate().map_err(Error::invalid)?;
     let settings = Value::serialize(&config).map_err(|e| ConfigError::Load(Box::new(e)))?;
     Ok(Prepared {
-        name: S::NAME,
-        addr: S::http(&config).addr_or(S::PORT),
+        name: S::SPEC.name,
+        addr: http.addr_or(S::SPEC.port),
         log,
         otel,
         settings,
-        run: Box::new(move |listener, shutdown| Box::pin(run_as::<S>(config, listener, shutdown))),
+        run: Box::new(move |listener, shutdown| {
+            Box::pin(run_as::<S>(config, http, listener, shutdown))
+        }),
     })
+}
+
+/// The configuration of `S` and its `[<section>.http]` settings, loaded from `sources` and
+/// checked (types first, then what types cannot express). For harnesses that adjust the
+/// configuration before [`run_as`].
+pub fn load<S: Service>(figment: &figment::Figment) -> Result<(S::Config, HttpSettings), Error> {
+    let config: S::Config = figment
+        .extract()
+        .map_err(|e| ConfigError::Load(Box::new(e)))?;
+    config.validate().map_err(Error::invalid)?;
+    let http: HttpSettings = crate::config::section(figment, &format!("{}.http", S::SPEC.section))?;
+    http.validate(S::SPEC.section).map_err(Error::invalid)?;
+    Ok((config, http))
 }
 
 /// Runs `S` under its root span ([`crate::telemetry::service_span`]): every log line of the
@@ -521,17 +556,16 @@ fn prepare<S: Service>(sources: &Sources) -> Result<Prepared, Error> {
 /// [`Service::run`] uses.
 pub fn run_as<S: Service>(
     config: S::Config,
+    http: HttpSettings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = Result<(), Error>> + Send {
-    S::run(config, listener, shutdown).instrument(crate::telemetry::service_span(S::NAME))
-}
-
-/// The checks of a service's configuration that types cannot express: its own, and its HTTP
-/// settings'.
-fn validate<S: Service>(config: &S::Config) -> Result<(), Error> {
-    config.validate().map_err(Error::invalid)?;
-    S::http(config).validate(S::SECTION).map_err(Error::invalid)
+    let span = crate::telemetry::service_span(S::SPEC.name);
+    let service = {
+        let _entered = span.enter();
+        Lifecycle::new::<S>(http, listener, Box::pin(shutdown))
+    };
+    S::run(config, service).instrument(span)
 }
 
 /// The `main` of a service's own binary: configuration from `SIMCORP_CONFIG` and the
@@ -553,7 +587,7 @@ pub fn main<S: Service>() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("{}: error: {message}", S::NAME);
+            eprintln!("{}: error: {message}", S::SPEC.name);
             ExitCode::FAILURE
         }
     }
@@ -605,24 +639,10 @@ mod tests {
     }
 
     impl Service for Demo {
-        const NAME: &'static str = "demo";
-        const SECTION: &'static str = "demo";
-        const PORT: u16 = 4999;
-        const ABOUT: &'static str = "GET /hello";
+        const SPEC: Spec = crate::spec!("demo", "demo", 4999);
         type Config = DemoConfig;
 
-        fn http(config: &DemoConfig) -> &HttpSettings {
-            &config.demo.http
-        }
-
-        fn describe_metrics() {}
-
-        async fn run(
-            config: DemoConfig,
-            listener: TcpListener,
-            shutdown: impl Future<Output = ()> + Send + 'static,
-        ) -> Result<(), Error> {
-            let mut service = Lifecycle::start::<Self>(&config)?;
+        async fn run(config: DemoConfig, mut service: Lifecycle) -> Result<(), Error> {
             let behaviour = config.demo.task.clone();
             service.spawn("the demo task", move |stop| async move {
                 match behaviour.as_str() {
@@ -635,11 +655,8 @@ mod tests {
                     }
                 }
             });
-            service.serve(
-                listener,
-                Router::new().route("/hello", get(|| async { "hello" })),
-            );
-            let outcome = service.wait(shutdown).await;
+            service.serve(Router::new().route("/hello", get(|| async { "hello" })));
+            let outcome = service.wait().await;
             service.stop(outcome).await
         }
     }

@@ -54,7 +54,7 @@ pub fn spawn<S: Service>() -> Spawn<S> {
     let sources = Sources::default()
         .default_to("otel.endpoint", OtlpReceiver::shared().endpoint())
         .set("data_dir", data.path().to_string_lossy().as_ref())
-        .set("mqtt.client_id", crate::unique_name(S::NAME));
+        .set("mqtt.client_id", crate::unique_name(S::SPEC.name));
     Spawn {
         sources,
         data,
@@ -125,27 +125,30 @@ impl<S: Service> Spawn<S> {
 
     /// Starts the instance without waiting for it to be ready (a dependency is down on purpose).
     pub async fn start_unready(self) -> TestService<S> {
-        let mut config: S::Config = kit::config::load(&self.sources)
-            .unwrap_or_else(|e| panic!("{} test configuration: {e}", S::NAME));
+        let name = S::SPEC.name;
+        let figment = kit::config::figment::<S::Config>(&self.sources)
+            .unwrap_or_else(|e| panic!("{name} test configuration: {e}"));
+        let (mut config, http) = kit::service::load::<S>(&figment)
+            .unwrap_or_else(|e| panic!("{name} test configuration: {e}"));
         for change in self.configure {
             change(&mut config);
         }
-        let otel: OtelConfig = kit::config::figment::<S::Config>(&self.sources)
-            .and_then(|figment| kit::config::section(&figment, "otel"))
-            .unwrap_or_else(|e| panic!("{} test configuration: {e}", S::NAME));
+        let otel: OtelConfig = kit::config::section(&figment, "otel")
+            .unwrap_or_else(|e| panic!("{name} test configuration: {e}"));
         let log = LogConfig {
             format: LogFormat::Text,
             ..LogConfig::default()
         };
-        let telemetry = kit::telemetry::init(&log, &otel, S::NAME)
-            .unwrap_or_else(|e| panic!("{} test telemetry: {e}", S::NAME));
+        let telemetry = kit::telemetry::init(&log, &otel, S::SPEC.name)
+            .unwrap_or_else(|e| panic!("{} test telemetry: {e}", S::SPEC.name));
         TELEMETRY.get_or_init(|| telemetry);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(kit::service::run_as::<S>(config, listener, async move {
+        let shutdown = async move {
             let _ = stopped.await;
-        }));
+        };
+        let task = tokio::spawn(kit::service::run_as::<S>(config, http, listener, shutdown));
         TestService {
             addr,
             http: reqwest::Client::new(),
@@ -222,7 +225,7 @@ impl<S: Service> TestService<S> {
     pub async fn wait_ready(&self) {
         crate::eventually(
             Duration::from_secs(20),
-            &format!("{} to be ready", S::NAME),
+            &format!("{} to be ready", S::SPEC.name),
             || async { (self.status("/ready").await == reqwest::StatusCode::OK).then_some(()) },
         )
         .await;
@@ -254,7 +257,7 @@ impl<S: Service> TestService<S> {
         let task = self.task.take().expect("the service was already stopped");
         tokio::time::timeout(Duration::from_secs(40), task)
             .await
-            .unwrap_or_else(|_| panic!("{} did not stop within 40 s", S::NAME))
+            .unwrap_or_else(|_| panic!("{} did not stop within 40 s", S::SPEC.name))
             .unwrap()
     }
 
@@ -263,7 +266,12 @@ impl<S: Service> TestService<S> {
         let task = self.task.as_mut().expect("the service was already stopped");
         let result = tokio::time::timeout(timeout, task)
             .await
-            .unwrap_or_else(|_| panic!("{} did not stop on its own within {timeout:?}", S::NAME))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} did not stop on its own within {timeout:?}",
+                    S::SPEC.name
+                )
+            })
             .unwrap();
         self.task = None;
         result

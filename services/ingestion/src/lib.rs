@@ -21,49 +21,26 @@ mod limiter;
 mod metrics;
 mod sink;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kit::service::{Error, HttpSettings, Lifecycle, Service};
-use tokio::net::TcpListener;
+use kit::service::{Error, Lifecycle, Service, Spec};
 
 pub use config::{Config, Settings};
 
-/// The service (see the crate documentation).
-#[derive(Debug)]
+/// Telemetry from MQTT into storage: `simcorp serve ingestion`.
 pub struct Ingestion;
 
 impl Service for Ingestion {
-    const NAME: &'static str = "ingestion";
-    const SECTION: &'static str = "ingestion";
-    const PORT: u16 = 4001;
-    const ABOUT: &'static str = "/sessions /devices/{id}/latest /dead-letters /stats";
+    const SPEC: Spec = kit::spec!("ingestion", "ingestion", 4001);
     type Config = Config;
 
-    fn http(config: &Config) -> &HttpSettings {
-        &config.ingestion.http
-    }
-
-    fn describe_metrics() {
-        metrics::describe();
-    }
-
-    async fn run(
-        config: Config,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), Error> {
-        run(config, listener, shutdown).await
+    async fn run(config: Config, service: Lifecycle) -> Result<(), Error> {
+        ingest(config, service).await
     }
 }
 
-async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    let mut service = Lifecycle::start::<Ingestion>(&config)?;
+async fn ingest(config: Config, mut service: Lifecycle) -> Result<(), Error> {
     let started = Instant::now();
     let settings = &config.ingestion;
 
@@ -104,7 +81,7 @@ async fn run(
         });
     }
 
-    let client_id = config.mqtt.client_id_for(Ingestion::NAME);
+    let client_id = config.mqtt.client_id_for(Ingestion::SPEC.name);
     let subscriber = mqtt::Subscriber::new(&config.mqtt, client_id.clone(), settings.filters())
         .map_err(|e| Error::start("setting up MQTT", e))?;
     let connection = subscriber.connection();
@@ -163,17 +140,14 @@ async fn run(
         let stats = stats.clone();
         service.render_metrics(move |out| stats.render_prometheus(out));
     }
-    service.serve(
-        listener,
-        api::router(api::AppState {
-            store: store.clone(),
-            cache: cache.clone(),
-            stats,
-            intake,
-            mqtt: connection,
-            started,
-        }),
-    );
+    service.serve(api::router(api::AppState {
+        store: store.clone(),
+        cache: cache.clone(),
+        stats,
+        intake,
+        mqtt: connection,
+        started,
+    }));
     tracing::info!(
         %client_id,
         mqtt = %config.mqtt.url,
@@ -182,7 +156,7 @@ async fn run(
         "ingestion started"
     );
 
-    let outcome = service.wait(shutdown).await;
+    let outcome = service.wait().await;
 
     // Drain: stop taking messages, write and acknowledge what we have, then disconnect. A
     // drain cut short leaves messages unacknowledged: the broker redelivers them, nothing is

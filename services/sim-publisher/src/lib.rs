@@ -11,36 +11,22 @@ mod config;
 mod fleet;
 mod metrics;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use figment::value::Value;
-use kit::service::{Error, HttpSettings, Lifecycle, Service};
-use tokio::net::TcpListener;
+use kit::service::{Error, Lifecycle, Service, Spec};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, Settings};
 pub use fleet::{FleetError, FleetSpec, FleetView, Fleets, RoasterView};
 
-/// The service (see the crate documentation).
-#[derive(Debug)]
+/// Simulated roasters over MQTT: `simcorp serve sim-publisher`.
 pub struct SimPublisher;
 
 impl Service for SimPublisher {
-    const NAME: &'static str = "sim-publisher";
-    const SECTION: &'static str = "sim_publisher";
-    const PORT: u16 = 4003;
-    const ABOUT: &'static str = "/fleets  (3 simulated roasters unless --no-fleet)";
+    const SPEC: Spec = kit::spec!("sim-publisher", "sim_publisher", 4003);
     type Config = Config;
-
-    fn http(config: &Config) -> &HttpSettings {
-        &config.sim_publisher.http
-    }
-
-    fn describe_metrics() {
-        metrics::describe();
-    }
 
     /// A newcomer running `simcorp up` sees live roasts at once.
     fn local_defaults() -> Vec<(String, Value)> {
@@ -50,14 +36,9 @@ impl Service for SimPublisher {
         }
     }
 
-    /// Runs until `shutdown`; then stops every fleet (roasts in progress end with a `stopped`
+    /// Runs until shutdown; then stops every fleet (roasts in progress end with a `stopped`
     /// end message) and disconnects.
-    async fn run(
-        config: Config,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), Error> {
-        let mut service = Lifecycle::start::<Self>(&config)?;
+    async fn run(config: Config, mut service: Lifecycle) -> Result<(), Error> {
         let settings = &config.sim_publisher;
         let fleets = Arc::new(Fleets::new(config.mqtt.clone(), settings.max_roasters));
         {
@@ -72,8 +53,8 @@ impl Service for SimPublisher {
                 start_default_fleet(fleets, spec, stopping)
             });
         }
-        service.serve(listener, api::router(fleets.clone()));
-        let outcome = service.wait(shutdown).await;
+        service.serve(api::router(fleets.clone()));
+        let outcome = service.wait().await;
         // The API and the default fleet's retries stop first, so that no fleet starts after this.
         let result = service.stop(outcome).await;
         fleets.stop_all().await;

@@ -10,47 +10,23 @@ mod api;
 mod config;
 mod metrics;
 
-use std::future::Future;
-
-use kit::service::{Error, HttpSettings, Lifecycle, Service};
-use tokio::net::TcpListener;
+use kit::service::{Error, Lifecycle, Service, Spec};
 
 pub use config::{Config, Settings};
 
-/// The service (see the crate documentation).
-#[derive(Debug)]
+/// The simulation engine over HTTP: `simcorp serve sim-twin`.
 pub struct SimTwin;
 
 impl Service for SimTwin {
-    const NAME: &'static str = "sim-twin";
-    const SECTION: &'static str = "sim_twin";
-    const PORT: u16 = 4002;
-    const ABOUT: &'static str = "POST /simulate, GET /profiles";
+    const SPEC: Spec = kit::spec!("sim-twin", "sim_twin", 4002);
     type Config = Config;
 
-    fn http(config: &Config) -> &HttpSettings {
-        &config.sim_twin.http
-    }
-
-    fn describe_metrics() {
-        metrics::describe();
-    }
-
-    /// Serves until `shutdown`. No dependencies: ready as soon as it serves; nothing to drain
-    /// (requests in flight finish within the request timeout).
-    async fn run(
-        config: Config,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), Error> {
-        let mut service = Lifecycle::start::<Self>(&config)?;
-        service.serve(
-            listener,
-            api::router(api::AppState {
-                max_samples: config.sim_twin.max_samples,
-            }),
-        );
-        let outcome = service.wait(shutdown).await;
+    /// No dependencies: ready as soon as it serves; nothing to drain (requests in flight
+    /// finish within the request timeout).
+    async fn run(config: Config, mut service: Lifecycle) -> Result<(), Error> {
+        let max_samples = config.sim_twin.max_samples;
+        service.serve(api::router(api::AppState { max_samples }));
+        let outcome = service.wait().await;
         service.stop(outcome).await
     }
 }

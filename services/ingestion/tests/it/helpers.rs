@@ -268,7 +268,7 @@ pub async fn start_process(
     env.extend_from_slice(extra_env);
     testkit::ServiceProcess::start(
         env!("CARGO_BIN_EXE_ingestion"),
-        Ingestion::SECTION,
+        Ingestion::SPEC.section,
         testkit::free_port(),
         &env,
     )

@@ -162,6 +162,7 @@ async fn ingest(config: Config, mut service: Lifecycle) -> Result<(), Error> {
     // drain cut short leaves messages unacknowledged: the broker redelivers them, nothing is
     // lost.
     let deadline = Duration::from_secs(settings.drain_timeout_secs);
+    let draining = Instant::now();
     let drained = tokio::time::timeout(deadline, async {
         subscription.stop_intake();
         let result = pipeline.drain().await;
@@ -173,7 +174,8 @@ async fn ingest(config: Config, mut service: Lifecycle) -> Result<(), Error> {
     let outcome = match drained {
         Ok(Ok(())) => {
             tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                drain_ms = draining.elapsed().as_millis() as u64,
+                uptime_s = started.elapsed().as_secs(),
                 "ingestion drained"
             );
             outcome

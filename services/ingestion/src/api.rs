@@ -22,6 +22,14 @@ pub(crate) struct AppState {
     pub(crate) started: Instant,
 }
 
+impl AppState {
+    /// What the read API answers from: the primary store. While it is down the API says so
+    /// (503); the fallback only holds writes until they are replayed.
+    fn reads(&self) -> &Store {
+        self.store.primary()
+    }
+}
+
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/sessions", get(sessions))
@@ -141,12 +149,7 @@ async fn sessions(
         active_only: p.active,
         limit: p.limit.unwrap_or(100).min(MAX_SESSIONS),
     };
-    let rows = state
-        .store
-        .primary()
-        .sessions(&q)
-        .await
-        .map_err(store_error)?;
+    let rows = state.reads().sessions(&q).await.map_err(store_error)?;
     Ok(Json(rows.into_iter().map(SessionOut::from).collect()))
 }
 
@@ -166,12 +169,7 @@ async fn session(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<SessionDetail>>, ApiError> {
     checked_id("session", &id)?;
-    let found = state
-        .store
-        .primary()
-        .session(&id)
-        .await
-        .map_err(store_error)?;
+    let found = state.reads().session(&id).await.map_err(store_error)?;
     if found.is_empty() {
         return Err(ApiError::NotFound(format!("no session {id:?}")));
     }
@@ -236,12 +234,7 @@ async fn telemetry(
         to_ms: p.to,
         limit: p.limit.unwrap_or(10_000).min(MAX_POINTS),
     };
-    let points = state
-        .store
-        .primary()
-        .telemetry(&q)
-        .await
-        .map_err(store_error)?;
+    let points = state.reads().telemetry(&q).await.map_err(store_error)?;
     Ok(Json(points.into_iter().map(PointOut::from).collect()))
 }
 
@@ -264,8 +257,7 @@ async fn latest(
         Ok(Some(p)) => (Some(p), "cache"),
         _ => (
             state
-                .store
-                .primary()
+                .reads()
                 .latest(&device_id)
                 .await
                 .map_err(store_error)?,
@@ -306,8 +298,7 @@ async fn dead_letters(
 ) -> Result<Json<Vec<DeadLetterOut>>, ApiError> {
     let p = query(params)?;
     let rows = state
-        .store
-        .primary()
+        .reads()
         .dead_letters(p.limit.unwrap_or(100).min(MAX_SESSIONS))
         .await
         .map_err(store_error)?;

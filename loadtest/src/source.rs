@@ -331,6 +331,9 @@ mod tests {
                     drum: None,
                 })
                 .collect(),
+            marks: Vec::new(),
+            weight_in_g: None,
+            weight_out_g: None,
         }
     }
 

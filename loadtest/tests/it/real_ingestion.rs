@@ -27,7 +27,8 @@ async fn a_short_run_against_the_real_ingestion_loses_and_duplicates_nothing() {
         .start()
         .await;
 
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/roast-logs/skywalker");
     let mut config = RunConfig::new(&broker.url(), &db.url);
     config.ingestion = Some(service.url(""));
     config.rate = 1000;

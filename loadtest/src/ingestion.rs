@@ -273,7 +273,7 @@ mod tests {
             "pipeline": {
                 "messages_in": 10, "points_in": 10, "queue_depth": 0, "batches": 2,
                 "points_committed": 10, "points_fallback": 0, "points_duplicate": 1,
-                "sessions_committed": 0, "dead_letters_committed": 0, "write_failures": 0,
+                "sessions_committed": 0, "events_committed": 0, "dead_letters_committed": 0, "write_failures": 0,
                 "acks_released": 10, "mean_batch_records": 5.0,
                 "publish_to_commit": {"count": 10, "p50_ms": 1.5, "p95_ms": 3.25, "p99_ms": 4.0, "max_ms": 9.0},
                 "receive_to_commit": {"count": 10, "p50_ms": 0.5, "p95_ms": 1.0, "p99_ms": 1.5, "max_ms": 2.0}

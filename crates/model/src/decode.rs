@@ -173,7 +173,7 @@ pub(crate) fn has_nul(key: &str, value: &serde_json::Value) -> bool {
     key.contains('\0') || walk(value)
 }
 
-fn check_size(payload: &[u8], limits: &Limits) -> Result<(), Rejection> {
+pub(crate) fn check_size(payload: &[u8], limits: &Limits) -> Result<(), Rejection> {
     if payload.len() > limits.max_payload_bytes {
         return Err(Rejection::PayloadTooLarge {
             size: payload.len(),
@@ -247,23 +247,28 @@ impl Ctx<'_> {
                 ));
             }
         };
-        let age = self.received_ms.saturating_sub(ts);
-        if age > self.limits.max_past_ms {
-            return Err(Rejection::TsTooOld {
-                ts,
-                age_s: age / 1000,
-                limit_s: self.limits.max_past_ms / 1000,
-            });
-        }
-        if -age > self.limits.max_future_ms {
-            return Err(Rejection::TsInFuture {
-                ts,
-                ahead_s: -age / 1000,
-                limit_s: self.limits.max_future_ms / 1000,
-            });
-        }
-        Ok(ts)
+        check_ts(ts, self.received_ms, self.limits)
     }
+}
+
+/// Whether `ts` lies within the window around the time of receipt that `limits` allow.
+pub(crate) fn check_ts(ts: i64, received_ms: i64, limits: &Limits) -> Result<i64, Rejection> {
+    let age = received_ms.saturating_sub(ts);
+    if age > limits.max_past_ms {
+        return Err(Rejection::TsTooOld {
+            ts,
+            age_s: age / 1000,
+            limit_s: limits.max_past_ms / 1000,
+        });
+    }
+    if -age > limits.max_future_ms {
+        return Err(Rejection::TsInFuture {
+            ts,
+            ahead_s: -age / 1000,
+            limit_s: limits.max_future_ms / 1000,
+        });
+    }
+    Ok(ts)
 }
 
 fn wrong_type(field: &str, expected: &'static str, found: JsonKind) -> Rejection {
@@ -276,7 +281,7 @@ fn wrong_type(field: &str, expected: &'static str, found: JsonKind) -> Rejection
 
 /// Maps a serde_json syntax error to a rejection. JSON has no NaN or Infinity, so a device that
 /// sends them produces a syntax error; it is reported as `not_finite`, which is what happened.
-fn json_error(e: &serde_json::Error, payload: &[u8]) -> Rejection {
+pub(crate) fn json_error(e: &serde_json::Error, payload: &[u8]) -> Rejection {
     let text = e.to_string();
     if text.contains("number out of range") || contains_non_finite_literal(payload) {
         Rejection::NotFinite("a number in the payload".into())

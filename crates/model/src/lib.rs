@@ -11,12 +11,14 @@
 //! prose.
 
 mod decode;
+mod event;
 pub mod invariants;
 mod point;
 mod reject;
 mod topic;
 
 pub use decode::{Decoded, Limits, RejectedPoint, decode_session, decode_telemetry};
+pub use event::{RoastEvent, decode_event};
 pub use point::{Batch, Channels, DeadLetter, Point, SessionEvent, SessionState};
 pub use reject::Rejection;
 pub use topic::{Topic, TopicKind, parse_topic, valid_id};

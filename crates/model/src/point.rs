@@ -178,22 +178,27 @@ impl DeadLetter {
 pub struct Batch {
     pub points: Vec<Point>,
     pub sessions: Vec<SessionEvent>,
+    pub events: Vec<crate::RoastEvent>,
     pub dead_letters: Vec<DeadLetter>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.points.is_empty() && self.sessions.is_empty() && self.dead_letters.is_empty()
+        self.points.is_empty()
+            && self.sessions.is_empty()
+            && self.events.is_empty()
+            && self.dead_letters.is_empty()
     }
 
     /// Records in the batch, of all kinds.
     pub fn len(&self) -> usize {
-        self.points.len() + self.sessions.len() + self.dead_letters.len()
+        self.points.len() + self.sessions.len() + self.events.len() + self.dead_letters.len()
     }
 
     pub fn clear(&mut self) {
         self.points.clear();
         self.sessions.clear();
+        self.events.clear();
         self.dead_letters.clear();
     }
 }

@@ -7,7 +7,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Rejection {
     #[error(
-        "topic {0:?} is not part of the device contract (roasters/{{device_id}}/telemetry|session)"
+        "topic {0:?} is not part of the device contract (roasters/{{device_id}}/telemetry|session|events)"
     )]
     BadTopic(String),
     #[error("invalid {what} {value:?}: expected 1-64 characters of [A-Za-z0-9._:-]")]
@@ -46,6 +46,16 @@ pub enum Rejection {
     BadChannelName(String),
     #[error("field `state` is {0:?}; expected \"start\" or \"end\"")]
     BadSessionState(String),
+    #[error(
+        "field `kind` is {0:?}; expected one of charge, turning_point, dry_end, fc_start, fc_end, drop"
+    )]
+    BadEventKind(String),
+    #[error("field `{field}` is {value}; {rule}")]
+    OutOfRange {
+        field: &'static str,
+        value: String,
+        rule: &'static str,
+    },
     #[error("{0} contains a NUL character (\\u0000), which cannot be stored")]
     NulCharacter(String),
     #[error(
@@ -75,6 +85,8 @@ impl Rejection {
             Rejection::TooManyChannels { .. } => "too_many_channels",
             Rejection::BadChannelName(_) => "bad_channel_name",
             Rejection::BadSessionState(_) => "bad_session_state",
+            Rejection::BadEventKind(_) => "bad_event_kind",
+            Rejection::OutOfRange { .. } => "out_of_range",
             Rejection::NulCharacter(_) => "nul_character",
             Rejection::RateLimited { .. } => "rate_limited",
         }
@@ -99,6 +111,8 @@ impl Rejection {
         "too_many_channels",
         "bad_channel_name",
         "bad_session_state",
+        "bad_event_kind",
+        "out_of_range",
         "nul_character",
         "rate_limited",
     ];

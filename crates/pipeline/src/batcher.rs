@@ -139,6 +139,7 @@ impl<A> Pending<A> {
         self.first_at.get_or_insert(received);
         self.batch.points.extend(records.points);
         self.batch.sessions.extend(records.sessions);
+        self.batch.events.extend(records.events);
         self.batch.dead_letters.extend(records.dead_letters);
         self.acks.extend(ack);
         self.received.push(received);

@@ -100,6 +100,12 @@ pub(crate) fn render(stats: &Stats, out: &mut String) {
     );
     render_counter(
         out,
+        "simcorp_pipeline_events_committed_total",
+        "Roast events in committed batches.",
+        &[("", load(&stats.events_committed))],
+    );
+    render_counter(
+        out,
         "simcorp_pipeline_dead_letters_committed_total",
         "Dead letters in committed batches.",
         &[("", load(&stats.dead_letters_committed))],

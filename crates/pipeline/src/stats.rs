@@ -31,6 +31,7 @@ pub struct Stats {
     pub(crate) points: ByDestination,
     pub(crate) points_duplicate: AtomicU64,
     pub(crate) sessions_committed: AtomicU64,
+    pub(crate) events_committed: AtomicU64,
     pub(crate) dead_letters_committed: AtomicU64,
     pub(crate) write_failures: AtomicU64,
     pub(crate) acks_released: AtomicU64,
@@ -127,6 +128,8 @@ pub struct StatsSnapshot {
     pub points_fallback: u64,
     pub points_duplicate: u64,
     pub sessions_committed: u64,
+    /// Roast events in committed batches.
+    pub events_committed: u64,
     pub dead_letters_committed: u64,
     pub write_failures: u64,
     pub acks_released: u64,
@@ -159,6 +162,8 @@ impl Stats {
             .fetch_add(committed.points_duplicate, relaxed);
         self.sessions_committed
             .fetch_add(batch.sessions.len() as u64, relaxed);
+        self.events_committed
+            .fetch_add(batch.events.len() as u64, relaxed);
         self.dead_letters_committed
             .fetch_add(batch.dead_letters.len() as u64, relaxed);
 
@@ -206,6 +211,7 @@ impl Stats {
             points_fallback: self.points.fallback.load(relaxed),
             points_duplicate: self.points_duplicate.load(relaxed),
             sessions_committed: self.sessions_committed.load(relaxed),
+            events_committed: self.events_committed.load(relaxed),
             dead_letters_committed: self.dead_letters_committed.load(relaxed),
             write_failures: self.write_failures.load(relaxed),
             acks_released: self.acks_released.load(relaxed),

@@ -90,12 +90,7 @@ pub fn parse(name: &str, text: &str) -> Result<RoastLog, AlogError> {
     let Value::Dict(entries) = value else {
         return refuse("not an Artisan roast log: the file is not a dict");
     };
-    let get = |key: &str| {
-        entries
-            .iter()
-            .find(|(k, _)| matches!(k, Value::String(s) if s == key))
-            .map(|(_, v)| v)
-    };
+    let get = |key: &str| field(&entries, key);
     let numbers = |key: &str| -> Result<Vec<f64>, AlogError> {
         match get(key) {
             Some(Value::List(items) | Value::Tuple(items)) => {
@@ -182,6 +177,14 @@ pub fn parse(name: &str, text: &str) -> Result<RoastLog, AlogError> {
     })
 }
 
+/// The value of a dict's string key.
+fn field<'a>(entries: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
+    entries
+        .iter()
+        .find(|(k, _)| matches!(k, Value::String(s) if s == key))
+        .map(|(_, v)| v)
+}
+
 fn number(v: &Value) -> Option<f64> {
     match v {
         Value::Float(f) => Some(*f),
@@ -193,12 +196,7 @@ fn number(v: &Value) -> Option<f64> {
 /// The roaster's marks: `timeindex` (CHARGE `-1` and the others `0` when unset) and Artisan's
 /// computed turning point. A mark that points outside the samples is ignored.
 fn marks(entries: &[(Value, Value)], timex: &[f64]) -> Vec<Mark> {
-    let get = |key: &str| {
-        entries
-            .iter()
-            .find(|(k, _)| matches!(k, Value::String(s) if s == key))
-            .map(|(_, v)| v)
-    };
+    let get = |key: &str| field(entries, key);
     let slots = [
         Some(EventKind::Charge),
         Some(EventKind::DryEnd),
@@ -233,10 +231,7 @@ fn marks(entries: &[(Value, Value)], timex: &[f64]) -> Vec<Mark> {
         .find(|m| m.kind == EventKind::Charge)
         .map(|m| m.t_s);
     let tp = match get("computed") {
-        Some(Value::Dict(computed)) => computed
-            .iter()
-            .find(|(k, _)| matches!(k, Value::String(s) if s == "TP_time"))
-            .and_then(|(_, v)| number(v)),
+        Some(Value::Dict(computed)) => field(computed, "TP_time").and_then(number),
         _ => None,
     };
     if let (Some(charge), Some(tp)) = (charge, tp)
@@ -286,14 +281,9 @@ fn controls(entries: &[(Value, Value)], len: usize) -> Controls {
         air: vec![None; len],
         drum: vec![None; len],
     };
-    let get = |key: &str| {
-        entries
-            .iter()
-            .find(|(k, _)| matches!(k, Value::String(s) if s == key))
-            .and_then(|(_, v)| match v {
-                Value::List(items) | Value::Tuple(items) => Some(items.as_slice()),
-                _ => None,
-            })
+    let get = |key: &str| match field(entries, key) {
+        Some(Value::List(items) | Value::Tuple(items)) => Some(items.as_slice()),
+        _ => None,
     };
     let (Some(at), Some(kinds), Some(values)) = (
         get("specialevents"),

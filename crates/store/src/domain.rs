@@ -310,9 +310,10 @@ mod tests {
         }
     }
 
-    /// Telemetry's migrations are exactly those that databases migrated before domains existed
-    /// have in `_sqlx_migrations`: same versions, same checksums (the SHA-384 of each file as it
-    /// was in `migrations/postgres` and `migrations/sqlite`). Editing an applied migration
+    /// Telemetry's migrations begin with exactly those that databases migrated before domains
+    /// existed have in `_sqlx_migrations` (PostgreSQL 1–2, SQLite 1): same versions, same
+    /// checksums (the SHA-384 of each file as it was in `migrations/postgres` and
+    /// `migrations/sqlite`); later ones (roast events) follow. Editing an applied migration
     /// breaks every existing database; add a new one instead.
     #[test]
     fn telemetry_keeps_its_history() {
@@ -325,11 +326,21 @@ mod tests {
                 2,
                 "e1cbf3afa55e3b42b5382540b3ccb2dfbfe1f9e3e95c3f91d51c7fed53a2ca5a59fad464622962944cb06a411ab3fcca",
             ),
+            (
+                3,
+                "1985a188584571a5d4a08639416aee9c182db736fdb89b5a783732fc345fc0105249707c53cce87ed139e187790b1e87",
+            ),
         ];
-        let sqlite = [(
-            1,
-            "531618a2b8427eab8d638fee69c503054c3dfe5f973529547d5e88d8f5a32775b04c222de0100110a3e2ec6f0cead65c",
-        )];
+        let sqlite = [
+            (
+                1,
+                "531618a2b8427eab8d638fee69c503054c3dfe5f973529547d5e88d8f5a32775b04c222de0100110a3e2ec6f0cead65c",
+            ),
+            (
+                2,
+                "b97e0e2039a35d0761ed617d3186ee02c110000d4add11eb8613b5ef5adde943937923af4f14909bf8e914310854f735",
+            ),
+        ];
         for (backend, want) in [(Backend::Postgres, &pg[..]), (Backend::Sqlite, &sqlite[..])] {
             let got: Vec<(i64, String)> = TELEMETRY
                 .migrator(backend)
@@ -368,12 +379,12 @@ mod tests {
             let t = TELEMETRY.migrate_sqlite(&pools.writer).await.unwrap();
             let e = EXAMPLE.migrate_sqlite(&pools.writer).await.unwrap();
             let want: [(_, Vec<i64>); 2] = match round {
-                0 => [("telemetry", vec![1]), ("example", vec![1])],
+                0 => [("telemetry", vec![1, 2]), ("example", vec![1])],
                 _ => [("telemetry", vec![]), ("example", vec![])],
             };
             assert_eq!([applied(t), applied(e)], want, "round {round}");
         }
-        for (table, want) in [("_sqlx_migrations", 1), ("_sqlx_migrations_example", 1)] {
+        for (table, want) in [("_sqlx_migrations", 2), ("_sqlx_migrations_example", 1)] {
             let n: i64 =
                 sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
                     .fetch_one(&pools.writer)
@@ -396,12 +407,12 @@ mod tests {
             let t = TELEMETRY.migrate_postgres(&pool).await.unwrap();
             let e = EXAMPLE.migrate_postgres(&pool).await.unwrap();
             let want: [(_, Vec<i64>); 2] = match round {
-                0 => [("telemetry", vec![1, 2]), ("example", vec![1])],
+                0 => [("telemetry", vec![1, 2, 3]), ("example", vec![1])],
                 _ => [("telemetry", vec![]), ("example", vec![])],
             };
             assert_eq!([applied(t), applied(e)], want, "round {round}");
         }
-        for (table, want) in [("_sqlx_migrations", 2), ("_sqlx_migrations_example", 1)] {
+        for (table, want) in [("_sqlx_migrations", 3), ("_sqlx_migrations_example", 1)] {
             let n: i64 =
                 sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
                     .fetch_one(&pool)

@@ -367,6 +367,17 @@ impl DurableStore {
                 moved += sessions.len();
             }
 
+            let (events, span) = fallback.oldest_events(REPLAY_CHUNK_ROWS).await?;
+            if let Some((first, last)) = span {
+                let set = WriteSet {
+                    events: &events,
+                    ..WriteSet::default()
+                };
+                pg.write_set(&set).await?;
+                fallback.delete_events(first, last).await?;
+                moved += events.len();
+            }
+
             let letters = fallback.oldest_dead_letters(REPLAY_CHUNK_ROWS).await?;
             if let (Some(first), Some(last)) = (letters.first(), letters.last()) {
                 let set = WriteSet {

@@ -157,7 +157,8 @@ pub enum Store {
 }
 
 impl Store {
-    /// Stores a batch in one transaction: points, session events and dead letters all, or none.
+    /// Stores a batch in one transaction: points, session events, roast events and dead letters
+    /// all, or none.
     /// Idempotent on point identity: points already stored, including repeats inside the batch,
     /// are counted in [`WriteOutcome::points_duplicate`] and not stored again.
     pub async fn write(&self, batch: &Batch) -> Result<WriteOutcome, StoreError> {
@@ -204,6 +205,14 @@ impl Store {
         match self {
             Store::Postgres(s) => s.latest(device_id).await,
             Store::Sqlite(s) => s.latest(device_id).await,
+        }
+    }
+
+    /// The roast events of a session (any device), in event time order.
+    pub async fn events(&self, session: &str) -> Result<Vec<model::RoastEvent>, StoreError> {
+        match self {
+            Store::Postgres(s) => s.events(session).await,
+            Store::Sqlite(s) => s.events(session).await,
         }
     }
 

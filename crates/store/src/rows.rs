@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use model::{Batch, Channels, DeadLetter, Point, SessionEvent, SessionState};
+use model::{Batch, Channels, DeadLetter, Point, RoastEvent, SessionEvent, SessionState};
 use serde_json::value::RawValue;
 
 use crate::error::{Backend, StoreError};
@@ -15,6 +15,7 @@ use crate::{DeadLetterRecord, SessionRecord, SessionSummary};
 pub(crate) struct WriteSet<'a> {
     pub(crate) points: &'a [Point],
     pub(crate) sessions: Vec<SessionRow>,
+    pub(crate) events: &'a [RoastEvent],
     pub(crate) dead_letters: Vec<DeadLetterRow<'a>>,
 }
 
@@ -23,6 +24,7 @@ impl<'a> WriteSet<'a> {
         WriteSet {
             points: &batch.points,
             sessions: merge_session_events(&batch.sessions),
+            events: &batch.events,
             dead_letters: batch.dead_letters.iter().map(DeadLetterRow::from).collect(),
         }
     }
@@ -297,6 +299,43 @@ impl DeadLetterRecordRow {
             reason_code: self.reason_code,
             reason: self.reason,
         }
+    }
+}
+
+/// A `roast_events` row as both backends select it (times in epoch ms).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct EventRow {
+    device_id: String,
+    session: String,
+    kind: String,
+    ts_ms: i64,
+    detected_ms: i64,
+    bt: Option<f64>,
+    et: Option<f64>,
+    ror: Option<f64>,
+    method: String,
+    confidence: f64,
+    received_ms: i64,
+}
+
+impl EventRow {
+    pub(crate) fn into_event(self, backend: Backend) -> Result<RoastEvent, StoreError> {
+        let kind = roast::EventKind::parse(&self.kind).ok_or_else(|| {
+            StoreError::corrupt(backend, format!("roast_events.kind {:?}", self.kind))
+        })?;
+        Ok(RoastEvent {
+            device_id: self.device_id,
+            session: self.session,
+            kind,
+            ts_ms: self.ts_ms,
+            detected_ms: self.detected_ms,
+            bt: self.bt,
+            et: self.et,
+            ror: self.ror,
+            method: self.method,
+            confidence: self.confidence,
+            received_ms: self.received_ms,
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use model::{Batch, Point};
+use model::{Batch, Point, RoastEvent};
 use sqlx::SqliteConnection;
 
 use crate::config::SqliteConfig;
@@ -11,8 +11,8 @@ use crate::domain::TELEMETRY;
 use crate::error::{Backend, StoreError};
 use crate::pool::SqlitePools;
 use crate::rows::{
-    DeadLetterRecordRow, DeadLetterRow, PointRow, SessionRecordRow, SessionRow, SessionSummaryRow,
-    WriteSet, count_from_sql, merge_metadata, seq_to_sql, usize_to_sql,
+    DeadLetterRecordRow, DeadLetterRow, EventRow, PointRow, SessionRecordRow, SessionRow,
+    SessionSummaryRow, WriteSet, count_from_sql, merge_metadata, seq_to_sql, usize_to_sql,
 };
 use crate::{
     DeadLetterRecord, SessionQuery, SessionRecord, SessionSummary, TelemetryQuery, WriteOutcome,
@@ -87,6 +87,32 @@ ON CONFLICT (device_id, session) DO UPDATE SET
 const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters
     (received_at, topic, device_id, payload, payload_bytes, frame_index, reason_code, reason)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const INSERT_EVENT: &str = "INSERT INTO roast_events
+    (device_id, session, kind, ts, detected_at, bt, et, ror, method, confidence, received_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+ON CONFLICT DO NOTHING";
+
+macro_rules! event_columns {
+    () => {
+        "device_id, session, kind, ts AS ts_ms, detected_at AS detected_ms, bt, et, ror, method, \
+         confidence, received_at AS received_ms"
+    };
+}
+
+const SELECT_EVENTS: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM roast_events WHERE session = ?1 ORDER BY ts, device_id, kind"
+);
+
+/// An event of the fallback with its rowid, for replay.
+#[derive(Debug, sqlx::FromRow)]
+struct ReplayEventRow {
+    id: i64,
+    #[sqlx(flatten)]
+    event: EventRow,
+}
 
 const SELECT_SESSIONS: &str = concat!(
     "SELECT ",
@@ -164,6 +190,9 @@ impl SqliteStore {
         for row in &set.sessions {
             upsert_session(&mut tx, row).await?;
         }
+        for event in set.events {
+            insert_event(&mut tx, event).await?;
+        }
         for row in &set.dead_letters {
             insert_dead_letter(&mut tx, row).await?;
         }
@@ -225,6 +254,17 @@ impl SqliteStore {
             .await
             .map_err(StoreError::sqlite)?;
         row.map(|r| r.into_point(Backend::Sqlite)).transpose()
+    }
+
+    pub async fn events(&self, session: &str) -> Result<Vec<RoastEvent>, StoreError> {
+        let rows = sqlx::query_as::<_, EventRow>(SELECT_EVENTS)
+            .bind(session)
+            .fetch_all(&self.pools.reader)
+            .await
+            .map_err(StoreError::sqlite)?;
+        rows.into_iter()
+            .map(|r| r.into_event(Backend::Sqlite))
+            .collect()
     }
 
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
@@ -366,6 +406,39 @@ impl SqliteStore {
             .collect())
     }
 
+    /// The oldest events with their rowids, for replay.
+    pub(crate) async fn oldest_events(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<RoastEvent>, Option<(i64, i64)>), StoreError> {
+        let rows = sqlx::query_as::<_, ReplayEventRow>(concat!(
+            "SELECT rowid AS id, ",
+            event_columns!(),
+            " FROM roast_events ORDER BY rowid LIMIT ?1"
+        ))
+        .bind(usize_to_sql(limit))
+        .fetch_all(&self.pools.reader)
+        .await
+        .map_err(StoreError::sqlite)?;
+        let span = rows.first().zip(rows.last()).map(|(a, b)| (a.id, b.id));
+        let events = rows
+            .into_iter()
+            .map(|r| r.event.into_event(Backend::Sqlite))
+            .collect::<Result<_, _>>()?;
+        Ok((events, span))
+    }
+
+    /// Deletes events by rowid range; they are never updated.
+    pub(crate) async fn delete_events(&self, first: i64, last: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM roast_events WHERE rowid BETWEEN ?1 AND ?2")
+            .bind(first)
+            .bind(last)
+            .execute(&self.pools.writer)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::sqlite)
+    }
+
     /// Deletes dead letters by id range; like points, they are never updated.
     pub(crate) async fn delete_dead_letters(
         &self,
@@ -415,6 +488,25 @@ async fn insert_points(conn: &mut SqliteConnection, points: &[Point]) -> Result<
     q.execute(conn)
         .await
         .map(|r| r.rows_affected())
+        .map_err(StoreError::sqlite)
+}
+
+async fn insert_event(conn: &mut SqliteConnection, e: &RoastEvent) -> Result<(), StoreError> {
+    sqlx::query(INSERT_EVENT)
+        .bind(&e.device_id)
+        .bind(&e.session)
+        .bind(e.kind.as_str())
+        .bind(e.ts_ms)
+        .bind(e.detected_ms)
+        .bind(e.bt)
+        .bind(e.et)
+        .bind(e.ror)
+        .bind(&e.method)
+        .bind(e.confidence)
+        .bind(e.received_ms)
+        .execute(conn)
+        .await
+        .map(|_| ())
         .map_err(StoreError::sqlite)
 }
 

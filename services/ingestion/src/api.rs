@@ -35,6 +35,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/sessions", get(sessions))
         .route("/sessions/{session}", get(session))
         .route("/sessions/{session}/telemetry", get(telemetry))
+        .route("/sessions/{session}/events", get(events))
         .route("/devices/{device_id}/latest", get(latest))
         .route("/dead-letters", get(dead_letters))
         .route("/stats", get(stats))
@@ -88,6 +89,41 @@ impl From<model::Point> for PointOut {
             ts: p.ts_ms,
             channels: p.channels,
             received_ms: p.received_ms,
+        }
+    }
+}
+
+/// A roast event as served: its wire form (docs/protocol.md), with the device and when
+/// ingestion received it.
+#[derive(Debug, Serialize)]
+struct EventOut {
+    device_id: String,
+    session: String,
+    kind: roast::EventKind,
+    ts: i64,
+    detected_ts: i64,
+    bt: Option<f64>,
+    et: Option<f64>,
+    ror: Option<f64>,
+    method: String,
+    confidence: f64,
+    received_ms: i64,
+}
+
+impl From<model::RoastEvent> for EventOut {
+    fn from(e: model::RoastEvent) -> Self {
+        EventOut {
+            device_id: e.device_id,
+            session: e.session,
+            kind: e.kind,
+            ts: e.ts_ms,
+            detected_ts: e.detected_ms,
+            bt: e.bt,
+            et: e.et,
+            ror: e.ror,
+            method: e.method,
+            confidence: e.confidence,
+            received_ms: e.received_ms,
         }
     }
 }
@@ -208,6 +244,17 @@ struct TelemetryParams {
     from: Option<i64>,
     to: Option<i64>,
     limit: Option<usize>,
+}
+
+/// The session's roast events (every device that used the id), in event time order; an empty
+/// list while none has been detected.
+async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<EventOut>>, ApiError> {
+    checked_id("session", &id)?;
+    let events = state.reads().events(&id).await.map_err(store_error)?;
+    Ok(Json(events.into_iter().map(EventOut::from).collect()))
 }
 
 async fn telemetry(

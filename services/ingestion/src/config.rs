@@ -101,13 +101,17 @@ impl Settings {
 
     /// The MQTT filters ingestion consumes.
     pub fn filters(&self) -> Vec<String> {
-        ["roasters/+/telemetry", "roasters/+/session"]
-            .iter()
-            .map(|f| match self.share_group.as_str() {
-                "" => (*f).to_owned(),
-                group => format!("$share/{group}/{f}"),
-            })
-            .collect()
+        [
+            "roasters/+/telemetry",
+            "roasters/+/session",
+            "roasters/+/events",
+        ]
+        .iter()
+        .map(|f| match self.share_group.as_str() {
+            "" => (*f).to_owned(),
+            group => format!("$share/{group}/{f}"),
+        })
+        .collect()
     }
 }
 

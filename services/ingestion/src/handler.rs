@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
-use model::{Batch, DeadLetter, Limits, Rejection, TopicKind, decode_session, decode_telemetry};
+use model::{
+    Batch, DeadLetter, Limits, Rejection, TopicKind, decode_event, decode_session, decode_telemetry,
+};
 use mqtt::{AckToken, Delivery};
 use pipeline::Envelope;
 
@@ -95,6 +97,15 @@ impl Decoder {
                     Err(r) => reject(&mut records, Some(t.device_id), &payload, None, r),
                 }
             }
+            Ok(t) if t.kind == TopicKind::Events => {
+                match decode_event(t.device_id, &payload, received_ms, &self.limits) {
+                    Ok(event) => {
+                        span.record("session_id", event.session.as_str());
+                        records.events.push(event);
+                    }
+                    Err(r) => reject(&mut records, Some(t.device_id), &payload, None, r),
+                }
+            }
             // Only reachable if someone widens our subscription: keep it, say why.
             Ok(t) => reject(
                 &mut records,
@@ -108,7 +119,7 @@ impl Decoder {
         if let Some(limiter) = &self.limiter {
             // Unparseable topics share one bucket: they cannot name a device.
             let device = parsed.as_ref().ok().map(|t| t.device_id);
-            let cost = records.points.len() + records.sessions.len() + records.dead_letters.len();
+            let cost = records.len();
             let verdict = limiter.admit(device.unwrap_or(""), cost, received);
             if verdict != Verdict::Admit {
                 crate::metrics::shed(records.points.len());

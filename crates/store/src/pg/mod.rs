@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use model::{Batch, Point};
+use model::{Batch, Point, RoastEvent};
 use sqlx::PgConnection;
 use sqlx::postgres::PgPool;
 
@@ -17,8 +17,8 @@ use crate::config::PostgresConfig;
 use crate::domain::{Migrated, TELEMETRY};
 use crate::error::{Backend, StoreError};
 use crate::rows::{
-    DeadLetterRecordRow, DeadLetterRow, PointRow, SessionRecordRow, SessionRow, SessionSummaryRow,
-    WriteSet, usize_to_sql,
+    DeadLetterRecordRow, DeadLetterRow, EventRow, PointRow, SessionRecordRow, SessionRow,
+    SessionSummaryRow, WriteSet, usize_to_sql,
 };
 use crate::{
     DeadLetterRecord, SessionQuery, SessionRecord, SessionSummary, TelemetryQuery, WriteOutcome,
@@ -121,6 +121,45 @@ FROM unnest($",
     };
 }
 
+/// Roast events: a copy (same device, session and kind) is ignored, the first write wins.
+macro_rules! insert_events_sql {
+    ($d:literal, $s:literal, $k:literal, $t:literal, $dt:literal, $bt:literal, $et:literal,
+     $ror:literal, $m:literal, $c:literal, $r:literal) => {
+        concat!(
+            "INSERT INTO roast_events
+    (device_id, session, kind, ts, detected_at, bt, et, ror, method, confidence, received_at)
+SELECT d, s, k, 'epoch'::timestamptz + t * interval '1 millisecond',
+       'epoch'::timestamptz + dt * interval '1 millisecond', bt, et, ror, m, c,
+       'epoch'::timestamptz + r * interval '1 millisecond'
+FROM unnest($",
+            $d,
+            "::text[], $",
+            $s,
+            "::text[], $",
+            $k,
+            "::text[], $",
+            $t,
+            "::int8[], $",
+            $dt,
+            "::int8[], $",
+            $bt,
+            "::float8[], $",
+            $et,
+            "::float8[], $",
+            $ror,
+            "::float8[], $",
+            $m,
+            "::text[], $",
+            $c,
+            "::float8[], $",
+            $r,
+            "::int8[])
+     AS u(d, s, k, t, dt, bt, et, ror, m, c, r)
+ON CONFLICT DO NOTHING"
+        )
+    };
+}
+
 const INSERT_UNNEST: &str = insert_unnest_sql!();
 
 /// A whole [`WriteSet`] in one statement: data-modifying CTEs for the rows beside the points.
@@ -135,6 +174,8 @@ const WRITE_ALL: &str = concat!(
     upsert_sessions_sql!(15, 16, 17, 18, 19, 20),
     "), dead_letters_inserted AS (",
     insert_dead_letters_sql!(21, 22, 23, 24, 25, 26, 27, 28),
+    "), events_inserted AS (",
+    insert_events_sql!(29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39),
     ")\n",
     insert_unnest_sql!()
 );
@@ -216,6 +257,13 @@ const SELECT_DEAD_LETTERS: &str = "SELECT id,
        frame_index::int8 AS frame_index, reason_code, reason
 FROM dead_letters ORDER BY id DESC LIMIT $1";
 
+const SELECT_EVENTS: &str = "SELECT device_id, session, kind,
+    (extract(epoch from ts) * 1000)::int8 AS ts_ms,
+    (extract(epoch from detected_at) * 1000)::int8 AS detected_ms,
+    bt, et, ror, method, confidence,
+    (extract(epoch from received_at) * 1000)::int8 AS received_ms
+FROM roast_events WHERE session = $1 ORDER BY ts, device_id, kind";
+
 const PRUNE_DEAD_LETTERS: &str = "DELETE FROM dead_letters
 WHERE received_at < 'epoch'::timestamptz + $1::int8 * interval '1 millisecond'
    OR id <= (SELECT id FROM dead_letters ORDER BY id DESC OFFSET $2 LIMIT 1)";
@@ -266,12 +314,15 @@ impl PgStore {
             // instead of three or more, which on a busy machine is most of the write's latency.
             // Most batches hold only points of sessions already registered: the plain INSERT.
             let mut conn = self.pool.acquire().await.map_err(StoreError::pg)?;
-            let inserted =
-                if set.sessions.is_empty() && set.dead_letters.is_empty() && new_pairs.is_empty() {
-                    insert_unnest(&mut conn, set.points).await?
-                } else {
-                    write_all(&mut conn, set, &new_pairs).await?
-                };
+            let inserted = if set.sessions.is_empty()
+                && set.events.is_empty()
+                && set.dead_letters.is_empty()
+                && new_pairs.is_empty()
+            {
+                insert_unnest(&mut conn, set.points).await?
+            } else {
+                write_all(&mut conn, set, &new_pairs).await?
+            };
             self.registry.remember(&new_pairs);
             Ok(WriteOutcome::new(set.points.len(), inserted))
         })
@@ -332,6 +383,17 @@ impl PgStore {
             .await
             .map_err(StoreError::pg)?;
         row.map(|r| r.into_point(Backend::Postgres)).transpose()
+    }
+
+    pub async fn events(&self, session: &str) -> Result<Vec<RoastEvent>, StoreError> {
+        let rows = sqlx::query_as::<_, EventRow>(SELECT_EVENTS)
+            .bind(session)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::pg)?;
+        rows.into_iter()
+            .map(|r| r.into_event(Backend::Postgres))
+            .collect()
     }
 
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterRecord>, StoreError> {
@@ -416,6 +478,21 @@ fn bind_dead_letters<'q>(query: PgQuery<'q>, rows: &[DeadLetterRow<'_>]) -> PgQu
         .bind(rows.iter().map(|r| r.reason).collect::<Vec<_>>())
 }
 
+fn bind_events<'q>(query: PgQuery<'q>, rows: &[RoastEvent]) -> PgQuery<'q> {
+    query
+        .bind(rows.iter().map(|r| r.device_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.session.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.ts_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.detected_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.bt).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.et).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.ror).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.method.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.confidence).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.received_ms).collect::<Vec<_>>())
+}
+
 /// Runs `query`; its command tag's row count.
 async fn execute(conn: &mut PgConnection, query: PgQuery<'_>) -> Result<u64, StoreError> {
     query
@@ -440,7 +517,7 @@ async fn write_all(
         bind_sessions(bind_pairs(query, pairs), &set.sessions),
         &set.dead_letters,
     );
-    execute(conn, query).await
+    execute(conn, bind_events(query, set.events)).await
 }
 
 /// Runs `fut`, or gives up after `limit` with [`StoreError::Timeout`].

@@ -108,6 +108,34 @@ pub(crate) fn dead_letter(
     )
 }
 
+pub(crate) fn roast_event(
+    device: &str,
+    session: &str,
+    kind: roast::EventKind,
+    ts_ms: i64,
+) -> model::RoastEvent {
+    model::RoastEvent {
+        device_id: device.into(),
+        session: session.into(),
+        kind,
+        ts_ms,
+        detected_ms: ts_ms + 2_000,
+        bt: Some(150.25),
+        et: None,
+        ror: Some(-12.5),
+        method: "bt_break".into(),
+        confidence: 0.9,
+        received_ms: ts_ms + 2_010,
+    }
+}
+
+pub(crate) fn events(events: Vec<model::RoastEvent>) -> Batch {
+    Batch {
+        events,
+        ..Batch::default()
+    }
+}
+
 pub(crate) fn points(points: Vec<Point>) -> Batch {
     Batch {
         points,

@@ -12,7 +12,7 @@ use store::{
 use testkit::{PrivatePostgres, Server, TestDatabase, eventually};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{base_ms, dead_letter, point, session_event};
+use crate::common::{base_ms, dead_letter, point, roast_event, session_event};
 
 /// One time base for all batches of this module, however long the tests take.
 fn t0() -> i64 {
@@ -94,6 +94,11 @@ fn batch(round: u64) -> Batch {
             t + round as i64 * 25_000,
             serde_json::json!({ format!("round{round}"): round }),
         )],
+        events: roast::EventKind::ALL
+            .get(round as usize)
+            .map(|&kind| roast_event("r-1", "s-1", kind, t + round as i64 * 25_000))
+            .into_iter()
+            .collect(),
         dead_letters: vec![dead_letter(Some("r-1"), t + round as i64, None)],
     }
 }
@@ -110,6 +115,7 @@ async fn wait_until_drained(store: &DurableStore) {
                 .ok()?
                 .is_empty()
                 && fallback.dead_letters(1).await.ok()?.is_empty()
+                && fallback.events("s-1").await.ok()?.is_empty()
                 && fallback.latest("r-1").await.ok()?.is_none();
             (store.primary_available() && store.fallback_backlog() == 0 && empty).then_some(())
         },
@@ -138,6 +144,12 @@ async fn assert_in_postgres(store: &DurableStore, rounds: u64, dead_letters: usi
     assert_eq!(record.ended_ms, Some(t0() + 25_000));
     assert_eq!(record.metadata.len(), rounds as usize);
     assert_eq!(pg.dead_letters(1000).await.unwrap().len(), dead_letters);
+    let want_events: Vec<model::RoastEvent> = (0..rounds).flat_map(|r| batch(r).events).collect();
+    assert_eq!(
+        pg.events("s-1").await.unwrap(),
+        want_events,
+        "every event once"
+    );
 }
 
 /// The replay commits a session's points in the order they arrived (oldest first, in chunks):

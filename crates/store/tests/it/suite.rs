@@ -5,7 +5,9 @@ use model::{Batch, SessionState};
 use serde_json::json;
 use store::{SessionQuery, Store, TelemetryQuery, WriteOutcome};
 
-use crate::common::{base_ms, dead_letter, point, points, session_event, sessions};
+use crate::common::{
+    base_ms, dead_letter, events, point, points, roast_event, session_event, sessions,
+};
 
 macro_rules! storage_suite {
     ($($test:ident),* $(,)?) => {
@@ -47,6 +49,7 @@ storage_suite!(
     latest_point_follows_the_device_from_session_to_session,
     session_summaries_include_points_without_start,
     dead_letters_round_trip_and_prune,
+    roast_events_are_stored_once_and_served_in_time_order,
     empty_and_partial_batches,
 );
 
@@ -183,6 +186,7 @@ async fn a_refused_batch_stores_nothing(store: &Store) {
             t,
             json!({}),
         )],
+        events: vec![roast_event("r-1", "s-1", roast::EventKind::Charge, t)],
         dead_letters: vec![dead_letter(Some("r-1"), t, None)],
     };
     let err = store.write(&batch).await.unwrap_err();
@@ -194,6 +198,7 @@ async fn a_refused_batch_stores_nothing(store: &Store) {
     assert!(all_points(store, "s-1").await.is_empty());
     assert!(store.session("s-1").await.unwrap().is_empty());
     assert!(store.dead_letters(10).await.unwrap().is_empty());
+    assert!(store.events("s-1").await.unwrap().is_empty());
 }
 
 /// docs/protocol.md: ingestion ends no session by time, and a device's next session does not
@@ -500,7 +505,7 @@ async fn session_summaries_include_points_without_start(store: &Store) {
             // Started, but no points yet.
             session_event("c", "s-1", SessionState::Start, t + 50, json!({})),
         ],
-        dead_letters: vec![],
+        ..Batch::default()
     };
     store.write(&batch).await.unwrap();
 
@@ -583,6 +588,39 @@ async fn dead_letters_round_trip_and_prune(store: &Store) {
     assert_eq!(left, [5000, 4000, 3000]);
     assert_eq!(store.prune_dead_letters(t, 3).await.unwrap(), 0);
     assert_eq!(store.prune_dead_letters(t, 0).await.unwrap(), 3);
+}
+
+/// docs/protocol.md, "Roast events": identified by (device, session, kind), never revised; a
+/// copy is ignored and the first write wins.
+async fn roast_events_are_stored_once_and_served_in_time_order(store: &Store) {
+    use roast::EventKind::*;
+    let t = base_ms();
+    let charge = roast_event("r-1", "s-1", Charge, t);
+    let tp = roast_event("r-1", "s-1", TurningPoint, t + 70_000);
+    // Another device's session of the same id, and another session: kept apart.
+    let other_device = roast_event("r-2", "s-1", Charge, t + 1_000);
+    let other_session = roast_event("r-1", "s-2", Charge, t);
+    store
+        .write(&events(vec![tp.clone(), charge.clone(), other_session]))
+        .await
+        .unwrap();
+    // A redelivery, and the same kind detected again with other values (after a restart).
+    let mut again = charge.clone();
+    again.ts_ms += 5_000;
+    again.confidence = 0.5;
+    store
+        .write(&events(vec![charge.clone(), again, other_device.clone()]))
+        .await
+        .unwrap();
+
+    let stored = store.events("s-1").await.unwrap();
+    assert_eq!(
+        stored,
+        vec![charge, other_device, tp],
+        "time order, first write wins"
+    );
+    assert_eq!(store.events("s-2").await.unwrap().len(), 1);
+    assert!(store.events("nothing").await.unwrap().is_empty());
 }
 
 async fn empty_and_partial_batches(store: &Store) {

@@ -10,6 +10,7 @@ mod bad_input;
 mod degraded;
 mod delivery;
 mod embedded;
+mod events;
 mod fallback;
 mod faults;
 mod flood;

@@ -28,4 +28,6 @@ mod subscriber;
 pub use config::{Config, Endpoint, MqttError};
 pub use publisher::{Publisher, PublisherStats, forget_session};
 pub use rumqttc::QoS;
-pub use subscriber::{AckToken, Connection, Delivery, MqttAcker, Subscriber, SubscriberHandle};
+pub use subscriber::{
+    AckToken, Connection, Delivery, MqttAcker, SessionMode, Subscriber, SubscriberHandle,
+};

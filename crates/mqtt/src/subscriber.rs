@@ -25,7 +25,8 @@ pub struct AckToken {
 pub struct Delivery {
     pub topic: String,
     pub payload: Bytes,
-    /// `None` for QoS 0 messages, which are not acknowledged.
+    /// `None` for QoS 0 messages, which are not acknowledged, and for a
+    /// [`SessionMode::Clean`] subscriber, whose messages are acknowledged on receipt.
     pub ack: Option<AckToken>,
     pub received: Instant,
     pub received_ms: i64,
@@ -58,8 +59,22 @@ impl Connection {
     }
 }
 
-/// A persistent-session, manual-ack subscription, not yet running. The client exists from
-/// [`Subscriber::new`] on, so the acker can be handed out before messages flow.
+/// What the broker keeps for a subscriber while it is away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMode {
+    /// Subscriptions and every unacknowledged message, until the subscriber returns (its acks
+    /// are manual): for consumers that must see every message, like ingestion.
+    Persistent,
+    /// Nothing: a clean session on every connection, acknowledged on receipt, and
+    /// [`Delivery::ack`] is always `None`. For consumers of the whole stream that can catch up
+    /// another way (event-inference, from the store): a persistent session left behind by such a
+    /// consumer makes the broker queue the entire stream for it, and once that queue reaches
+    /// hundreds of thousands of messages the broker's autosave stalls every device's PUBACK.
+    Clean,
+}
+
+/// A subscription, not yet running. The client exists from [`Subscriber::new`] on, so the
+/// acker can be handed out before messages flow.
 pub struct Subscriber {
     client: AsyncClient,
     eventloop: rumqttc::EventLoop,
@@ -67,6 +82,7 @@ pub struct Subscriber {
     client_id: String,
     filters: Vec<String>,
     backoff: crate::config::Backoff,
+    mode: SessionMode,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -89,14 +105,24 @@ pub struct SubscriberHandle {
 }
 
 impl Subscriber {
-    /// `filters` are subscribed at QoS 1 on every connection (harmless when the broker kept the
-    /// session, essential when it did not).
+    /// A [`SessionMode::Persistent`] subscriber. `filters` are subscribed at QoS 1 on every
+    /// connection (harmless when the broker kept the session, essential when it did not).
     pub fn new(
         config: &Config,
         client_id: String,
         filters: Vec<String>,
     ) -> Result<Self, MqttError> {
-        let options = config.options(&client_id, true)?;
+        Self::with_session(config, client_id, filters, SessionMode::Persistent)
+    }
+
+    pub fn with_session(
+        config: &Config,
+        client_id: String,
+        filters: Vec<String>,
+        mode: SessionMode,
+    ) -> Result<Self, MqttError> {
+        let mut options = config.options(&client_id, mode == SessionMode::Persistent)?;
+        options.set_clean_session(mode == SessionMode::Clean);
         // Acks travel through this channel; it only needs to hold what the broker has in flight.
         let (client, mut eventloop) = AsyncClient::new(options, 10_000);
         eventloop.network_options.set_tcp_nodelay(true);
@@ -108,6 +134,7 @@ impl Subscriber {
             client_id,
             filters,
             backoff: config.backoff(),
+            mode,
         })
     }
 
@@ -140,6 +167,7 @@ impl Subscriber {
             stop_intake: stop_intake.clone(),
             finish: finish.clone(),
             backoff: self.backoff,
+            mode: self.mode,
         };
         let task = tokio::spawn(looper.run(self.eventloop, handler));
         SubscriberHandle {
@@ -190,6 +218,7 @@ struct PollLoop {
     stop_intake: CancellationToken,
     finish: CancellationToken,
     backoff: crate::config::Backoff,
+    mode: SessionMode,
 }
 
 impl PollLoop {
@@ -261,7 +290,7 @@ impl PollLoop {
         self.connection.connected.store(true, Ordering::Release);
         crate::metrics::connected(true);
         self.backoff.reset();
-        if epoch > 1 && !session_present {
+        if epoch > 1 && !session_present && self.mode == SessionMode::Persistent {
             // Not recoverable here: whatever the broker had queued for our previous session was
             // dropped by the broker (restart without persistence, or session expiry).
             crate::metrics::session_lost();
@@ -283,7 +312,8 @@ impl PollLoop {
     }
 
     fn delivery(&self, publish: Publish) -> Delivery {
-        let ack = (publish.qos != QoS::AtMostOnce).then(|| AckToken {
+        let manual = self.mode == SessionMode::Persistent;
+        let ack = (manual && publish.qos != QoS::AtMostOnce).then(|| AckToken {
             epoch: self.connection.epoch(),
             pkid: publish.pkid,
             qos: publish.qos,

@@ -255,17 +255,28 @@ fn print_banner(
         Some(_) => "Redis",
         None => "in-process  (--redis URL to use Redis)",
     };
-    let mut text = format!("\nsimcorp is up\n\n  {:<15}{mqtt}\n", "MQTT broker");
+    // The names' column fits the longest service name.
+    let w = crate::registry::SERVICES
+        .iter()
+        .map(|e| e.name.len())
+        .chain(["MQTT broker".len()])
+        .max()
+        .unwrap_or(0)
+        + 2;
+    let mut text = format!("\nsimcorp is up\n\n  {:<w$}{mqtt}\n", "MQTT broker");
     let mut ingestion = None;
+    let mut events = None;
     for (name, addr) in services {
         let about = crate::registry::find(name).map_or("", |e| e.about);
-        text.push_str(&format!("  {name:<15}http://{addr}   {about}\n"));
-        if name == "ingestion" {
-            ingestion = Some(addr);
+        text.push_str(&format!("  {name:<w$}http://{addr}   {about}\n"));
+        match name {
+            "ingestion" => ingestion = Some(addr),
+            "event-inference" => events = Some(addr),
+            _ => {}
         }
     }
     text.push_str(&format!(
-        "  {:<15}{store}\n  {:<15}{cache}\n",
+        "  {:<w$}{store}\n  {:<w$}{cache}\n",
         "store", "cache"
     ));
     text.push_str("  every service also serves /health /ready /metrics\n");
@@ -275,12 +286,19 @@ fn print_banner(
             "\nWatch the simulated roasts:\
              \n  curl 'http://{http}/sessions?active=true'\
              \n  curl http://{http}/devices/sim-roaster-1/latest\
+             \n  curl http://{http}/sessions/<session>/events   (CHARGE, TP, DRY END, FC, DROP)\
              \n\
              \nPublish a point of your own (any MQTT client; here mosquitto_pub):\
              \n  mosquitto_pub -p {port} -q 1 -t roasters/demo-1/telemetry \\\
              \n    -m \"{{\\\"session\\\":\\\"first-roast\\\",\\\"seq\\\":0,\\\"ts\\\":$(date +%s%3N),\\\"channels\\\":{{\\\"bt\\\":180.2,\\\"et\\\":210.5}}}}\"\
              \nthen read it back:\
              \n  curl http://{http}/sessions/first-roast/telemetry\n"
+        ));
+    }
+    if let Some(addr) = events {
+        text.push_str(&format!(
+            "and the roasts being watched, with their events so far and their RoR:\
+             \n  curl http://{addr}/sessions\n"
         ));
     }
     text.push_str("\nCtrl-C stops everything.\n");

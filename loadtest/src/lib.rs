@@ -24,6 +24,7 @@ pub mod progress;
 pub mod publish;
 pub mod ramp;
 pub mod report;
+pub mod score;
 pub mod source;
 pub mod verify;
 

@@ -31,6 +31,39 @@ enum Command {
     Run(Box<RunArgs>),
     /// Re-run only the verification of an earlier run (e.g. after a crash drill).
     Check(CheckArgs),
+    /// Score the platform's roast events: replay roasts with a known truth over MQTT, read the
+    /// events back from ingestion's API (found, missed, false, errors, detection delays).
+    ScoreEvents(ScoreArgs),
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// The MQTT broker the platform listens on.
+    #[arg(
+        long,
+        env = "SIMCORP_LOADTEST_MQTT",
+        default_value = "mqtt://127.0.0.1:1883"
+    )]
+    mqtt: String,
+    /// Ingestion's HTTP base URL.
+    #[arg(
+        long,
+        env = "SIMCORP_LOADTEST_INGESTION",
+        default_value = "http://127.0.0.1:4001"
+    )]
+    ingestion: String,
+    /// Real roasts with their roaster's marks (a folder of .alog files); `none` to skip.
+    #[arg(long, default_value = "testdata/roast-logs/skywalker")]
+    real: String,
+    /// Seeded simulated roasts, over every profile, batch size and two sampling intervals.
+    #[arg(long, default_value_t = 210)]
+    seeded: u32,
+    /// How many times faster than real time the roasts are replayed.
+    #[arg(long, default_value_t = 20.0)]
+    acceleration: f64,
+    /// How long to wait for the events after the last roast ended.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    settle: Duration,
 }
 
 #[derive(Args)]
@@ -185,6 +218,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(*args).await,
             Command::Check(args) => check(args).await,
+            Command::ScoreEvents(args) => score_events(args).await,
         }
     });
     match result {
@@ -243,6 +277,22 @@ async fn run(args: RunArgs) -> anyhow::Result<Verdict> {
         html.display()
     );
     Ok(report.verdict)
+}
+
+async fn score_events(args: ScoreArgs) -> anyhow::Result<Verdict> {
+    let config = loadtest::score::ScoreConfig {
+        mqtt: args.mqtt,
+        ingestion: args.ingestion.trim_end_matches('/').to_owned(),
+        real: (args.real != "none").then(|| PathBuf::from(&args.real)),
+        seeded: args.seeded,
+        acceleration: args.acceleration,
+        settle: args.settle,
+        run_id: loadtest::plan::new_run_id(),
+    };
+    let report = loadtest::score::run(&config).await?;
+    print!("{}", report.print());
+    // A measurement, not a judgement: the figures are the result.
+    Ok(Verdict::Pass)
 }
 
 async fn check(args: CheckArgs) -> anyhow::Result<Verdict> {

@@ -39,6 +39,19 @@ enum Task {
     /// Runs the fault drills at full load (every service's `tests/drills`), one after another on
     /// a release build: about a minute and a half each.
     Drills(DrillArgs),
+    /// Scores the platform's roast events through its real path (MQTT in, ingestion's API out):
+    /// the ten real roasts and 210 seeded simulated ones at 20×, on a release build.
+    ScoreEvents(ScoreArgs),
+}
+
+#[derive(Debug, Args)]
+struct ScoreArgs {
+    /// Seeded simulated roasts (over every profile, batch size and two sampling intervals).
+    #[arg(long, default_value_t = 210)]
+    seeded: u32,
+    /// How many times faster than real time the roasts are replayed.
+    #[arg(long, default_value_t = 20.0)]
+    acceleration: f64,
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +114,7 @@ fn main() -> ExitCode {
             fuzz::run(Duration::from_secs(args.seconds), &args.targets)
         }),
         Task::Drills(args) => steps.run("drills", || drills(&args.drills)),
+        Task::ScoreEvents(args) => steps.run("score-events", || score_events(&args)),
     };
     steps.summary();
     match result {
@@ -274,6 +288,29 @@ fn drills(names: &[String]) -> Result<()> {
             .env("SIMCORP_DRILLS", "1"),
     )
     .context("a drill failed")
+}
+
+/// The score is event-inference's scoring test (`tests/it/score.rs`: a private broker,
+/// ingestion and event-inference, `loadtest::score` replaying roasts into them) at full size.
+/// `loadtest score-events` scores a platform that is already running (e.g. the compose stack).
+fn score_events(args: &ScoreArgs) -> Result<()> {
+    servers::ensure()?;
+    cmd::run(
+        cmd::cargo()
+            .args([
+                "nextest",
+                "run",
+                "--release",
+                "-p",
+                "event-inference",
+                "--no-capture",
+                "-E",
+                "test(events_are_found_where_the_truth_has_them)",
+            ])
+            .env("SIMCORP_SCORE_SEEDED", args.seeded.to_string())
+            .env("SIMCORP_SCORE_ACCELERATION", args.acceleration.to_string()),
+    )
+    .context("scoring the events failed")
 }
 
 /// nextest does not run doc-tests; `cargo test --doc` does.

@@ -64,7 +64,7 @@ fn the_real_roasts_events_are_found_where_their_roaster_marked_them() {
     use EventKind::*;
     // What holds today, so that a change that makes detection worse fails here. The marks a
     // BT-only detector cannot reach (a DROP marked 12 s before BT broke, DRY END marked by
-    // eye 20–46 s from any BT threshold) are the README's "what is not met".
+    // eye 20–46 s from any BT threshold) are in docs/events.md.
     for kind in [Charge, TurningPoint, DryEnd, FcStart, Drop] {
         let t = score.tally(kind);
         assert_eq!((t.missed, t.false_), (0, 0), "{kind}: {t:?}");

@@ -1,0 +1,288 @@
+//! What event-inference does with a roast: live, joined mid-way, or run while it was away.
+
+use std::time::Duration;
+
+use event_inference::EventInference;
+use ingestion::Ingestion;
+use mqtt::QoS;
+use roast::EventKind;
+use sim_engine::{RoastConfig, simulate};
+use testkit::{PrivateMosquitto, Server, TestService};
+
+/// A roast as a device publishes it: its start, its points, its end, stamped so that the last
+/// point is just now (ingestion refuses points from the future).
+struct Roast {
+    device: String,
+    session: String,
+    start: serde_json::Value,
+    points: Vec<serde_json::Value>,
+    end: serde_json::Value,
+    /// The engine's events, as device times.
+    truth: Vec<(EventKind, i64)>,
+}
+
+fn roast(device: &str, session: &str, seed: u64) -> Roast {
+    let config = RoastConfig {
+        seed,
+        ..RoastConfig::default()
+    };
+    let sim = simulate(&config).unwrap();
+    let duration = sim.samples.last().unwrap().t_ms as i64;
+    let charge = model::now_ms() - duration - 1_000;
+    let points = sim
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            serde_json::json!({"session": session, "seq": i, "ts": charge + s.t_ms as i64,
+                "channels": {"bt": s.bt, "et": s.et, "gas": s.gas}})
+        })
+        .collect();
+    let kind = |k| match k {
+        sim_engine::EventKind::Charge => EventKind::Charge,
+        sim_engine::EventKind::TurningPoint => EventKind::TurningPoint,
+        sim_engine::EventKind::DryEnd => EventKind::DryEnd,
+        sim_engine::EventKind::FirstCrack => EventKind::FcStart,
+        sim_engine::EventKind::Drop => EventKind::Drop,
+    };
+    Roast {
+        device: device.into(),
+        session: session.into(),
+        start: serde_json::json!({"session": session, "state": "start", "ts": charge - 1_000}),
+        points,
+        end: serde_json::json!({"session": session, "state": "end", "ts": charge + duration}),
+        truth: sim
+            .events
+            .iter()
+            .map(|e| (kind(e.kind), charge + e.t_ms as i64))
+            .collect(),
+    }
+}
+
+struct Device(mqtt::Publisher);
+
+impl Device {
+    async fn connect(broker: &PrivateMosquitto) -> Device {
+        let config = mqtt::Config {
+            url: broker.url(),
+            ..mqtt::Config::default()
+        };
+        let id = testkit::unique_name("device");
+        Device(
+            mqtt::Publisher::connect(&config, &id, Duration::from_secs(10))
+                .await
+                .unwrap(),
+        )
+    }
+
+    async fn send(&self, device: &str, what: &str, payload: &serde_json::Value) {
+        self.0
+            .publish(
+                format!("roasters/{device}/{what}"),
+                QoS::AtLeastOnce,
+                serde_json::to_vec(payload).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Publishes points `range` of the roast, ten to a frame, and waits for the broker's acks.
+    async fn points(&self, r: &Roast, range: std::ops::Range<usize>) {
+        for frame in r.points[range].chunks(10) {
+            self.send(
+                &r.device,
+                "telemetry",
+                &serde_json::Value::Array(frame.to_vec()),
+            )
+            .await;
+        }
+        assert!(self.0.flush(Duration::from_secs(20)).await);
+    }
+
+    async fn whole(&self, r: &Roast) {
+        self.send(&r.device, "session", &r.start).await;
+        self.points(r, 0..r.points.len()).await;
+        self.send(&r.device, "session", &r.end).await;
+        assert!(self.0.flush(Duration::from_secs(20)).await);
+    }
+}
+
+pub(crate) async fn ingestion(broker: &PrivateMosquitto) -> TestService<Ingestion> {
+    testkit::spawn::<Ingestion>()
+        .mqtt(&broker.url())
+        .postgres()
+        .await
+        .start()
+        .await
+}
+
+pub(crate) async fn event_inference(
+    broker: &PrivateMosquitto,
+    ingestion: &TestService<Ingestion>,
+) -> TestService<EventInference> {
+    testkit::spawn::<EventInference>()
+        .mqtt(&broker.url())
+        .set("event_inference.catch_up_url", ingestion.url(""))
+        .start()
+        .await
+}
+
+/// The stored events of `r`, once all five are there.
+async fn stored_events(ingestion: &TestService<Ingestion>, r: &Roast) -> Vec<serde_json::Value> {
+    testkit::eventually(
+        Duration::from_secs(60),
+        "the roast's five events stored",
+        || async {
+            let events: Vec<serde_json::Value> = ingestion
+                .get(&format!("/sessions/{}/events", r.session))
+                .await;
+            (events.len() >= 5).then_some(events)
+        },
+    )
+    .await
+}
+
+/// Every event of the truth found once, within its tolerance.
+fn assert_found(events: &[serde_json::Value], r: &Roast) {
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["charge", "turning_point", "dry_end", "fc_start", "drop"]
+    );
+    for (kind, ts) in &r.truth {
+        let e = events.iter().find(|e| e["kind"] == kind.as_str()).unwrap();
+        let off = (e["ts"].as_i64().unwrap() - ts).abs();
+        assert!(
+            off <= roast::score::tolerance_ms(*kind),
+            "{kind} off by {off} ms: {e}"
+        );
+        assert_eq!(e["device_id"], r.device.as_str());
+    }
+}
+
+fn require(test: &str) -> bool {
+    testkit::require(Server::Postgres, test)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_roast_published_live_gets_its_events_published_and_stored() {
+    if !require("a_roast_published_live_gets_its_events_published_and_stored") {
+        return;
+    }
+    let broker = PrivateMosquitto::start().await;
+    let ingestion = ingestion(&broker).await;
+    let app = event_inference(&broker, &ingestion).await;
+    let device = Device::connect(&broker).await;
+    let r = roast("roaster-live", "roast-live", 7);
+    device.whole(&r).await;
+    let events = stored_events(&ingestion, &r).await;
+    assert_found(&events, &r);
+    let charge = &events[0];
+    assert_eq!(charge["method"], "bt_break");
+    assert!(charge["detected_ts"].as_i64().unwrap() >= charge["ts"].as_i64().unwrap());
+    // Ended: no longer watched.
+    let watched: Vec<serde_json::Value> = app.get("/sessions").await;
+    assert!(watched.is_empty(), "{watched:?}");
+    let text = app.text("/metrics").await;
+    assert!(
+        text.contains(r#"simcorp_event_inference_events_total{kind="fc_start"} 1"#),
+        "{text}"
+    );
+    testkit::promtool_check(&text);
+    testkit::assert_every_type_has_help(&text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_roast_shows_its_events_so_far_and_its_ror() {
+    if !require("a_running_roast_shows_its_events_so_far_and_its_ror") {
+        return;
+    }
+    let broker = PrivateMosquitto::start().await;
+    let ingestion = ingestion(&broker).await;
+    let app = event_inference(&broker, &ingestion).await;
+    let device = Device::connect(&broker).await;
+    let r = roast("roaster-run", "roast-run", 8);
+    device.send(&r.device, "session", &r.start).await;
+    // Three minutes in: charged and turned, not dry yet.
+    device.points(&r, 0..180).await;
+    let watched = testkit::eventually(Duration::from_secs(20), "charge and TP said", || async {
+        let s: Vec<serde_json::Value> = app.get("/sessions").await;
+        (s.first()
+            .is_some_and(|s| s["events"].as_array().unwrap().len() == 2))
+        .then_some(s)
+    })
+    .await;
+    assert_eq!(watched[0]["session"], "roast-run");
+    assert_eq!(watched[0]["model"], "standard");
+    assert_eq!(
+        watched[0]["events"],
+        serde_json::json!(["charge", "turning_point"])
+    );
+    let ror: Vec<serde_json::Value> = app.get("/sessions/roast-run/ror").await;
+    let series = ror[0]["ror"].as_array().unwrap();
+    assert!(series.len() > 100, "one value a second: {}", series.len());
+    // Three minutes after charge the beans are heating at 10–30 °C/min.
+    let last = series.last().unwrap()[1].as_f64().unwrap();
+    assert!((5.0..40.0).contains(&last), "{last}");
+    assert_eq!(app.status("/sessions/nothing/ror").await, 404);
+    let stats: serde_json::Value = app.get("/stats").await;
+    assert_eq!(stats["sessions"], 1);
+    assert_eq!(stats["readings"], 180);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_roast_joined_mid_way_is_caught_up_from_the_store() {
+    if !require("a_roast_joined_mid_way_is_caught_up_from_the_store") {
+        return;
+    }
+    let broker = PrivateMosquitto::start().await;
+    let ingestion = ingestion(&broker).await;
+    let device = Device::connect(&broker).await;
+    let r = roast("roaster-mid", "roast-mid", 9);
+    // CHARGE and TP happen while event-inference is not running.
+    device.send(&r.device, "session", &r.start).await;
+    device.points(&r, 0..200).await;
+    testkit::eventually(
+        Duration::from_secs(20),
+        "the first 200 points stored",
+        || async {
+            let s: Vec<serde_json::Value> = ingestion.get("/sessions/roast-mid").await;
+            (s[0]["points"] == 200).then_some(())
+        },
+    )
+    .await;
+    let app = event_inference(&broker, &ingestion).await;
+    device.points(&r, 200..r.points.len()).await;
+    device.send(&r.device, "session", &r.end).await;
+    let events = stored_events(&ingestion, &r).await;
+    assert_found(&events, &r);
+    let text = app.text("/metrics").await;
+    assert!(
+        text.contains(r#"simcorp_event_inference_catch_ups_total{outcome="ok"}"#),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_roast_that_ran_while_the_service_was_away_is_found_at_start() {
+    if !require("a_roast_that_ran_while_the_service_was_away_is_found_at_start") {
+        return;
+    }
+    let broker = PrivateMosquitto::start().await;
+    let ingestion = ingestion(&broker).await;
+    let device = Device::connect(&broker).await;
+    let r = roast("roaster-away", "roast-away", 10);
+    device.whole(&r).await;
+    testkit::eventually(
+        Duration::from_secs(20),
+        "the roast stored and ended",
+        || async {
+            let s: Vec<serde_json::Value> = ingestion.get("/sessions/roast-away").await;
+            (s[0]["state"] == "ended" && s[0]["points"] == r.points.len()).then_some(())
+        },
+    )
+    .await;
+    let _app = event_inference(&broker, &ingestion).await;
+    let events = stored_events(&ingestion, &r).await;
+    assert_found(&events, &r);
+}

@@ -93,6 +93,17 @@ pub enum Method {
 }
 
 impl Method {
+    pub fn parse(name: &str) -> Option<Method> {
+        [
+            Method::BtBreak,
+            Method::BtMinimum,
+            Method::BtPrior,
+            Method::SessionEnd,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Method::BtBreak => "bt_break",
@@ -199,6 +210,75 @@ impl Detector {
             found: Vec::new(),
             ignored: 0,
         }
+    }
+
+    /// A detector picking up a session whose events so far were said before (by an earlier run
+    /// of the service, now read back from the store): it goes on from the last of them.
+    /// `recent` are the session's readings up to that event (a minute of them is enough: the
+    /// RoR and BT-break windows are 30 s and 20 s; for a session at TP-watch, everything since
+    /// CHARGE, so that its lowest reading is known); they fill the windows without saying
+    /// anything again, and any later among them are left out: give those, and every reading
+    /// after, to [`push`](Self::push), which says what they make certain.
+    pub fn resume(priors: Priors, said: &[Detected], recent: &[Reading]) -> Self {
+        let mut d = Detector::new(priors);
+        let mut said = said.to_vec();
+        said.sort_by_key(|e| e.ts_ms);
+        let Some(last) = said.last().copied() else {
+            return d;
+        };
+        for r in recent.iter().filter(|r| r.ts_ms <= last.ts_ms) {
+            d.warm(*r);
+        }
+        d.found = said;
+        d.stage = match last.kind {
+            EventKind::Charge => {
+                let at = Sample {
+                    ts_ms: last.ts_ms,
+                    bt: last.bt,
+                    et: last.et,
+                };
+                let lowest = d
+                    .history
+                    .iter()
+                    .filter(|s| s.ts_ms >= last.ts_ms)
+                    .copied()
+                    .min_by(|a, b| a.bt.total_cmp(&b.bt))
+                    .unwrap_or(at);
+                Stage::AwaitTurn { lowest }
+            }
+            EventKind::TurningPoint => Stage::AwaitDry { crossing: None },
+            EventKind::DryEnd => Stage::AwaitFc { crossing: None },
+            EventKind::FcStart | EventKind::FcEnd => Stage::AwaitDrop,
+            EventKind::Drop => Stage::Done,
+        };
+        d
+    }
+
+    /// Takes a reading into the windows only (no event can come of it).
+    fn warm(&mut self, reading: Reading) {
+        if self.newest_ts.is_some_and(|t| reading.ts_ms <= t) {
+            return;
+        }
+        self.newest_ts = Some(reading.ts_ms);
+        if let Some(et) = reading.et.filter(|v| v.is_finite()) {
+            self.last_et = Some(et);
+        }
+        let Some(bt) = reading.bt.filter(|v| v.is_finite()) else {
+            return;
+        };
+        self.history.push_back(Sample {
+            ts_ms: reading.ts_ms,
+            bt,
+            et: self.last_et,
+        });
+        while self
+            .history
+            .front()
+            .is_some_and(|s| s.ts_ms < reading.ts_ms - HISTORY_MS)
+        {
+            self.history.pop_front();
+        }
+        self.ror.push(reading.ts_ms, bt);
     }
 
     /// The events said so far, in the order they were said.

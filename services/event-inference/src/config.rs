@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 #[serde(default)]
 pub struct Config {
     pub mqtt: mqtt::Config,
+    /// Where past readings are read back from after a restart, when set (else
+    /// `event_inference.catch_up_url`). Only read: event-inference writes nothing there.
+    pub postgres: store::PostgresConfig,
     pub event_inference: Settings,
 }
 
@@ -17,10 +20,14 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
-    /// Where a session's past readings are read after a restart (ingestion's HTTP API), so that
-    /// sessions that ran or began while this service was away still get their events. Empty:
-    /// no catch-up (a session joined mid-roast then misses the events before it).
+    /// Where a session's past readings are read after a restart when `[postgres]` is not set
+    /// (ingestion's HTTP API), so that sessions that ran or began while this service was away
+    /// still get their events. Empty, without `[postgres]`: no catch-up (a session joined
+    /// mid-roast then misses the events before it).
     pub catch_up_url: String,
+    /// Past readings read back per second at most, so that catching up after an outage takes
+    /// only a share of the store from ingestion.
+    pub catch_up_points_per_sec: u32,
     /// How far back the sweep at start looks for sessions without a DROP yet.
     pub catch_up_window_secs: u64,
     /// Replicas and this one's index: each replica takes the devices whose id hashes to its
@@ -42,6 +49,7 @@ impl Default for Settings {
         Settings {
             http: HttpSettings::default(),
             catch_up_url: "http://127.0.0.1:4001".into(),
+            catch_up_points_per_sec: 10_000,
             catch_up_window_secs: 3600,
             replicas: 1,
             replica: 0,
@@ -118,6 +126,9 @@ impl kit::config::Validate for Config {
                 "event_inference.catch_up_url {:?} must be an http(s) URL, or empty",
                 s.catch_up_url
             ));
+        }
+        if s.catch_up_points_per_sec == 0 {
+            return Err("event_inference.catch_up_points_per_sec must be at least 1".into());
         }
         if s.idle_timeout_secs == 0 {
             return Err("event_inference.idle_timeout_secs must be at least 1".into());

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use kit::service::{Error, Lifecycle, Service, Spec};
 use model::{Limits, SessionState, Topic, TopicKind, decode_session, decode_telemetry};
 use mqtt::{Delivery, QoS, SessionMode};
+use secrecy::ExposeSecret as _;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -50,13 +51,8 @@ impl Service for EventInference {
     }
 }
 
-/// Fetches of past readings running at once: a restart under load meets a thousand sessions
-/// mid-roast, and ingestion's API serves the platform's users too.
-const CONCURRENT_FETCHES: usize = 4;
-
 async fn infer(config: Config, mut service: Lifecycle) -> Result<(), Error> {
     let settings = Arc::new(config.event_inference.clone());
-    let tracker: api::Shared = Arc::new(Mutex::new(Tracker::new(settings.clone())));
     let client_id = config.mqtt.client_id_for(EventInference::SPEC.name);
 
     let publisher = mqtt::Publisher::connect(
@@ -94,12 +90,22 @@ async fn infer(config: Config, mut service: Lifecycle) -> Result<(), Error> {
         }
     });
 
-    let store =
-        (!settings.catch_up_url.is_empty()).then(|| catch_up::Store::new(&settings.catch_up_url));
+    let source = match (&config.postgres.url, settings.catch_up_url.as_str()) {
+        (Some(url), _) => {
+            let pg = store::PgStore::connect(url.expose_secret(), &config.postgres)
+                .map_err(|e| Error::start("connecting to PostgreSQL", e))?;
+            Some(catch_up::Source::Store(pg))
+        }
+        (None, "") => None,
+        (None, url) => Some(catch_up::Source::Api(catch_up::Api::new(url))),
+    };
+    let tracker: api::Shared =
+        Arc::new(Mutex::new(Tracker::new(settings.clone(), source.is_some())));
     let fetcher = Fetcher {
-        store: store.clone(),
+        source: source.clone(),
         tx: tx.clone(),
-        permits: Arc::new(Semaphore::new(CONCURRENT_FETCHES)),
+        permit: Arc::new(Semaphore::new(1)),
+        points_per_sec: f64::from(settings.catch_up_points_per_sec),
     };
     {
         let (tracker, publisher, fetcher) = (tracker.clone(), publisher.clone(), fetcher.clone());
@@ -107,7 +113,7 @@ async fn infer(config: Config, mut service: Lifecycle) -> Result<(), Error> {
             detect(rx, tracker, publisher, fetcher, stop)
         });
     }
-    if let Some(store) = store {
+    if let Some(store) = source {
         let window_ms =
             i64::try_from(settings.catch_up_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         service.spawn("the catch-up sweep", move |stop| async move {
@@ -126,7 +132,11 @@ async fn infer(config: Config, mut service: Lifecycle) -> Result<(), Error> {
     tracing::info!(
         %client_id,
         mqtt = %config.mqtt.url,
-        catch_up = %settings.catch_up_url,
+        catch_up = match (&config.postgres.url, settings.catch_up_url.is_empty()) {
+            (Some(_), _) => "postgres",
+            (None, false) => settings.catch_up_url.as_str(),
+            (None, true) => "none",
+        },
         replica = settings.replica,
         replicas = settings.replicas,
         "event-inference started"
@@ -244,27 +254,33 @@ fn poisoned() -> Error {
     }
 }
 
-/// Fetches sessions' past readings in the background and hands them to the detection task.
+/// Fetches sessions' past readings in the background, one at a time and paced, and hands them
+/// to the detection task. A restart under load meets a thousand sessions mid-roast at once;
+/// fetched together they would take the store from ingestion.
 #[derive(Clone)]
 struct Fetcher {
-    store: Option<catch_up::Store>,
+    source: Option<catch_up::Source>,
     tx: mpsc::Sender<Input>,
-    permits: Arc<Semaphore>,
+    permit: Arc<Semaphore>,
+    points_per_sec: f64,
 }
 
 impl Fetcher {
     fn fetch(&self, key: Key) {
-        let Some(store) = self.store.clone() else {
+        let Some(source) = self.source.clone() else {
             return;
         };
-        let (tx, permits) = (self.tx.clone(), self.permits.clone());
+        let (tx, permit, rate) = (self.tx.clone(), self.permit.clone(), self.points_per_sec);
         tokio::spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
+            let Ok(_permit) = permit.acquire_owned().await else {
                 return;
             };
-            let input = match store.history(&key).await {
+            let input = match source.history(&key).await {
                 Ok(history) => {
                     crate::metrics::catch_up(true);
+                    // Hold the turn for as long as these readings are worth at the paced rate.
+                    let secs = history.readings.len() as f64 / rate;
+                    tokio::time::sleep(Duration::from_secs_f64(secs.min(10.0))).await;
                     Input::History(history)
                 }
                 Err(error) => {
@@ -279,7 +295,7 @@ impl Fetcher {
 }
 
 /// At start: the sessions that ran or ended while this service was away.
-async fn sweep(store: catch_up::Store, fetcher: Fetcher, window_ms: i64, stop: CancellationToken) {
+async fn sweep(store: catch_up::Source, fetcher: Fetcher, window_ms: i64, stop: CancellationToken) {
     let since = model::now_ms().saturating_sub(window_ms);
     let unfinished = tokio::select! {
         found = store.unfinished(since) => found,

@@ -45,6 +45,9 @@ pub(crate) enum Input {
 pub(crate) struct History {
     pub(crate) key: Key,
     pub(crate) model: Option<String>,
+    /// The events already stored for it: detection resumes after the last.
+    pub(crate) said: Vec<Detected>,
+    /// Its readings from a minute before the last stored event (all of them if none).
     pub(crate) readings: Vec<Reading>,
     /// The session had ended in the store.
     pub(crate) ended: bool,
@@ -143,9 +146,10 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    pub(crate) fn new(settings: Arc<Settings>) -> Self {
+    /// `catch_up`: whether sessions met mid-roast can be caught up (a source to read them from).
+    pub(crate) fn new(settings: Arc<Settings>, catch_up: bool) -> Self {
         Tracker {
-            catch_up: !settings.catch_up_url.is_empty(),
+            catch_up,
             settings,
             sessions: HashMap::new(),
             finished: HashSet::new(),
@@ -249,6 +253,7 @@ impl Tracker {
         let History {
             key,
             model,
+            said,
             readings,
             ended,
         } = history;
@@ -275,6 +280,13 @@ impl Tracker {
         };
         let mut all = readings;
         all.extend(held);
+        all.sort_by_key(|r| r.ts_ms);
+        let resume_after = said.iter().map(|e| e.ts_ms).max();
+        if let (Some(last), Some(tracked)) = (resume_after, self.sessions.get_mut(&key)) {
+            let priors = self.settings.priors(model.as_deref());
+            tracked.detector = Detector::resume(priors, &said, &all);
+            all.retain(|r| r.ts_ms > last);
+        }
         self.replay(&key, all, ended, now_ms, out);
     }
 

@@ -129,3 +129,38 @@ fn a_session_without_a_roast_has_no_events() {
     });
     assert!(crate::detect(Priors::STANDARD, no_bt).is_empty());
 }
+
+#[test]
+fn a_session_resumed_from_its_stored_events_goes_on_where_it_was() {
+    let (readings, _) = roast();
+    let clean = crate::detect(Priors::STANDARD, readings.clone());
+    // Stopped after each event in turn, picked up again from the events said and a minute of
+    // readings before the last: the rest comes out as it would have, and nothing twice.
+    for stopped_after in 1..ALL.len() {
+        let mut first = roast::Detector::new(Priors::STANDARD);
+        let mut said = Vec::new();
+        let mut i = 0;
+        while said.len() < stopped_after {
+            said.extend(first.push(readings[i]));
+            i += 1;
+        }
+        let last = said.last().unwrap().ts_ms;
+        // What the store gives back: a minute before the last event, and on.
+        let stored: Vec<Reading> = readings
+            .iter()
+            .filter(|r| r.ts_ms >= last - 60_000)
+            .copied()
+            .collect();
+        let mut resumed = roast::Detector::resume(Priors::STANDARD, &said, &stored);
+        let mut rest = Vec::new();
+        for r in stored.iter().filter(|r| r.ts_ms > last) {
+            rest.extend(resumed.push(*r).into_iter().map(|e| (e.kind, e.ts_ms)));
+        }
+        rest.extend(resumed.finish().into_iter().map(|e| (e.kind, e.ts_ms)));
+        let want: Vec<(EventKind, i64)> = clean[stopped_after..]
+            .iter()
+            .map(|s| (s.kind, s.ts_ms))
+            .collect();
+        assert_eq!(rest, want, "stopped after {stopped_after} events");
+    }
+}

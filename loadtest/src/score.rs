@@ -131,13 +131,6 @@ fn seeded_roasts(n: u32) -> Result<Vec<Replay>, Error> {
                 ..RoastConfig::default()
             };
             let roast = simulate(&config).map_err(|e| Error::Config(e.to_string()))?;
-            let kind = |k| match k {
-                sim_engine::EventKind::Charge => EventKind::Charge,
-                sim_engine::EventKind::TurningPoint => EventKind::TurningPoint,
-                sim_engine::EventKind::DryEnd => EventKind::DryEnd,
-                sim_engine::EventKind::FirstCrack => EventKind::FcStart,
-                sim_engine::EventKind::Drop => EventKind::Drop,
-            };
             Ok(Replay {
                 name: format!(
                     "{}-{batch_g}g-{interval_ms}ms-seed{}",
@@ -152,7 +145,7 @@ fn seeded_roasts(n: u32) -> Result<Vec<Replay>, Error> {
                 truth: roast
                     .events
                     .iter()
-                    .map(|e| (kind(e.kind), e.t_ms as i64))
+                    .map(|e| (e.kind.into(), e.t_ms as i64))
                     .collect(),
             })
         })

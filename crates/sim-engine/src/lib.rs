@@ -254,6 +254,19 @@ pub enum EventKind {
     Drop,
 }
 
+impl From<EventKind> for roast::EventKind {
+    /// The platform's name for the engine's event (the engine knows one first crack, its start).
+    fn from(kind: EventKind) -> Self {
+        match kind {
+            EventKind::Charge => roast::EventKind::Charge,
+            EventKind::TurningPoint => roast::EventKind::TurningPoint,
+            EventKind::DryEnd => roast::EventKind::DryEnd,
+            EventKind::FirstCrack => roast::EventKind::FcStart,
+            EventKind::Drop => roast::EventKind::Drop,
+        }
+    }
+}
+
 /// When an event happened, and what BT and ET read then (noise-free, rounded to 0.01).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Event {

@@ -123,11 +123,11 @@ impl Source {
             .max()
             .map(|t| t - WARM_MS);
         let dropped = known.said.iter().any(|e| e.kind == roast::EventKind::Drop);
-        let readings = match self {
+        let readings = if dropped {
             // Nothing more to say of a roast that was dropped: its readings are not needed.
-            _ if dropped => Vec::new(),
-            Source::Store(pg) => readings_in_store(pg, key, from).await?,
-            Source::Api(api) => api.readings(key, from).await?,
+            Vec::new()
+        } else {
+            self.readings(key, from).await?
         };
         Ok(History {
             key: key.clone(),
@@ -136,6 +136,30 @@ impl Source {
             said: known.said,
             ended: known.ended,
         })
+    }
+
+    /// Every reading of the session from `from`, a page at a time.
+    async fn readings(
+        &self,
+        key: &Key,
+        mut from: Option<i64>,
+    ) -> Result<Vec<Reading>, CatchUpError> {
+        let mut readings = Vec::new();
+        loop {
+            let page = match self {
+                Source::Store(pg) => page_in_store(pg, key, from).await?,
+                Source::Api(api) => api.page(key, from).await?,
+            };
+            let full = page.len() == PAGE;
+            let last = page.last().map(|r| r.ts_ms);
+            readings.extend(page);
+            match last {
+                // Readings sharing the page's last ts come again on the next page; the
+                // detector ignores a reading not newer than the last.
+                Some(ts) if full && from != Some(ts) => from = Some(ts),
+                _ => return Ok(readings),
+            }
+        }
     }
 
     /// The sessions updated since `since_ms` that have no DROP stored.
@@ -202,34 +226,28 @@ async fn known_in_store(pg: &store::PgStore, key: &Key) -> Result<Known, CatchUp
     })
 }
 
-async fn readings_in_store(
+async fn page_in_store(
     pg: &store::PgStore,
     key: &Key,
-    mut from: Option<i64>,
+    from: Option<i64>,
 ) -> Result<Vec<Reading>, CatchUpError> {
-    let mut readings = Vec::new();
-    loop {
-        let page = pg
-            .telemetry(&store::TelemetryQuery {
-                session: key.1.clone(),
-                device_id: Some(key.0.clone()),
-                from_ms: from,
-                to_ms: None,
-                limit: PAGE,
-            })
-            .await?;
-        let full = page.len() == PAGE;
-        let last = page.last().map(|p| p.ts_ms);
-        readings.extend(page.into_iter().map(|p| Reading {
+    let page = pg
+        .telemetry(&store::TelemetryQuery {
+            session: key.1.clone(),
+            device_id: Some(key.0.clone()),
+            from_ms: from,
+            to_ms: None,
+            limit: PAGE,
+        })
+        .await?;
+    Ok(page
+        .into_iter()
+        .map(|p| Reading {
             ts_ms: p.ts_ms,
             bt: p.channels.bt,
             et: p.channels.et,
-        }));
-        match last {
-            Some(ts) if full && from != Some(ts) => from = Some(ts),
-            _ => return Ok(readings),
-        }
-    }
+        })
+        .collect())
 }
 
 /// Reads sessions back through ingestion's HTTP API.
@@ -300,33 +318,21 @@ impl Api {
         })
     }
 
-    async fn readings(
-        &self,
-        key: &Key,
-        mut from: Option<i64>,
-    ) -> Result<Vec<Reading>, CatchUpError> {
+    async fn page(&self, key: &Key, from: Option<i64>) -> Result<Vec<Reading>, CatchUpError> {
         let (device, session) = key;
-        let mut readings = Vec::new();
-        loop {
-            let mut path = format!("/sessions/{session}/telemetry?device_id={device}&limit={PAGE}");
-            if let Some(from) = from {
-                path.push_str(&format!("&from={from}"));
-            }
-            let page: Vec<PointOut> = self.get(&path).await?.unwrap_or_default();
-            let full = page.len() == PAGE;
-            let last = page.last().map(|p| p.ts);
-            readings.extend(page.into_iter().map(|p| Reading {
+        let mut path = format!("/sessions/{session}/telemetry?device_id={device}&limit={PAGE}");
+        if let Some(from) = from {
+            path.push_str(&format!("&from={from}"));
+        }
+        let page: Vec<PointOut> = self.get(&path).await?.unwrap_or_default();
+        Ok(page
+            .into_iter()
+            .map(|p| Reading {
                 ts_ms: p.ts,
                 bt: p.channels.bt,
                 et: p.channels.et,
-            }));
-            match last {
-                // Points sharing the page's last ts come again on the next page; the detector
-                // ignores a reading not newer than the last.
-                Some(ts) if full && from != Some(ts) => from = Some(ts),
-                _ => return Ok(readings),
-            }
-        }
+            })
+            .collect())
     }
 
     async fn recent(&self, since_ms: i64) -> Result<Vec<Key>, CatchUpError> {

@@ -3,16 +3,10 @@
 
 use roast::score::Score;
 use roast::{EventKind, Priors, Reading};
-use sim_engine::{EventKind as SimKind, RoastConfig, builtin_profiles, simulate};
+use sim_engine::{RoastConfig, builtin_profiles, simulate};
 
-pub(crate) fn kind(k: SimKind) -> EventKind {
-    match k {
-        SimKind::Charge => EventKind::Charge,
-        SimKind::TurningPoint => EventKind::TurningPoint,
-        SimKind::DryEnd => EventKind::DryEnd,
-        SimKind::FirstCrack => EventKind::FcStart,
-        SimKind::Drop => EventKind::Drop,
-    }
+pub(crate) fn kind(k: sim_engine::EventKind) -> EventKind {
+    k.into()
 }
 
 #[test]

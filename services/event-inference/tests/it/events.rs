@@ -38,13 +38,6 @@ fn roast(device: &str, session: &str, seed: u64) -> Roast {
                 "channels": {"bt": s.bt, "et": s.et, "gas": s.gas}})
         })
         .collect();
-    let kind = |k| match k {
-        sim_engine::EventKind::Charge => EventKind::Charge,
-        sim_engine::EventKind::TurningPoint => EventKind::TurningPoint,
-        sim_engine::EventKind::DryEnd => EventKind::DryEnd,
-        sim_engine::EventKind::FirstCrack => EventKind::FcStart,
-        sim_engine::EventKind::Drop => EventKind::Drop,
-    };
     Roast {
         device: device.into(),
         session: session.into(),
@@ -54,7 +47,7 @@ fn roast(device: &str, session: &str, seed: u64) -> Roast {
         truth: sim
             .events
             .iter()
-            .map(|e| (kind(e.kind), charge + e.t_ms as i64))
+            .map(|e| (e.kind.into(), charge + e.t_ms as i64))
             .collect(),
     }
 }

@@ -218,9 +218,7 @@ async fn known_in_store(pg: &store::PgStore, key: &Key) -> Result<Known, CatchUp
     Ok(Known {
         model: record
             .as_ref()
-            .and_then(|r| r.metadata.get("roaster_model"))
-            .and_then(|m| m.as_str())
-            .map(str::to_owned),
+            .and_then(|r| crate::config::roaster_model(&r.metadata)),
         ended: record.is_some_and(|r| r.ended_ms.is_some()),
         said,
     })
@@ -306,9 +304,7 @@ impl Api {
         Ok(Known {
             model: record
                 .as_ref()
-                .and_then(|r| r.metadata.get("roaster_model"))
-                .and_then(|m| m.as_str())
-                .map(str::to_owned),
+                .and_then(|r| crate::config::roaster_model(&r.metadata)),
             ended: record.as_ref().is_some_and(|r| r.state == "ended"),
             said: events
                 .iter()

@@ -92,6 +92,17 @@ impl Settings {
     }
 }
 
+/// The roaster model a session names in its start message (`"roaster_model": "skywalker"`),
+/// read the same from a live message and from a stored session record.
+pub(crate) fn roaster_model(
+    metadata: &serde_json::Map<String, serde_json::Value>,
+) -> Option<String> {
+    metadata
+        .get("roaster_model")
+        .and_then(|m| m.as_str())
+        .map(str::to_owned)
+}
+
 /// FNV-1a: stable across processes and versions (std's hasher is seeded per process).
 fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {

@@ -180,11 +180,7 @@ fn decode(settings: &Settings, delivery: Delivery) -> Option<Input> {
             Some(match e.state {
                 SessionState::Start => Input::Start {
                     key,
-                    model: e
-                        .metadata
-                        .get("roaster_model")
-                        .and_then(|m| m.as_str())
-                        .map(str::to_owned),
+                    model: config::roaster_model(&e.metadata),
                 },
                 SessionState::End => Input::End { key },
             })

@@ -42,6 +42,10 @@ enum Task {
     /// Scores the platform's roast events through its real path (MQTT in, ingestion's API out):
     /// the ten real roasts and 210 seeded simulated ones at 20×, on a release build.
     ScoreEvents(ScoreArgs),
+    /// Scores analytics' live first-crack predictions at 50 % and 75 % of the way from CHARGE
+    /// to first crack, against the naive baseline: the ten real roasts (leave-one-out
+    /// references) and seeded simulated roasts over every profile and batch size.
+    ScorePredictions,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
         }),
         Task::Drills(args) => steps.run("drills", || drills(&args.drills)),
         Task::ScoreEvents(args) => steps.run("score-events", || score_events(&args)),
+        Task::ScorePredictions => steps.run("score-predictions", score_predictions),
     };
     steps.summary();
     match result {
@@ -311,6 +316,23 @@ fn score_events(args: &ScoreArgs) -> Result<()> {
             .env("SIMCORP_SCORE_ACCELERATION", args.acceleration.to_string()),
     )
     .context("scoring the events failed")
+}
+
+/// The score is the roast crate's prediction test (`crates/roast/tests/it/predict.rs`), whose
+/// tables it prints: the predictions are the pure `roast::predict` that analytics runs live, so
+/// no server is needed.
+fn score_predictions() -> Result<()> {
+    cmd::run(cmd::cargo().args([
+        "nextest",
+        "run",
+        "--release",
+        "-p",
+        "roast",
+        "--no-capture",
+        "-E",
+        "test(first_crack_is_predicted)",
+    ]))
+    .context("scoring the predictions failed")
 }
 
 /// nextest does not run doc-tests; `cargo test --doc` does.

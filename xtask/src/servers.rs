@@ -1,6 +1,7 @@
 //! `cargo xtask servers`: the shared PostgreSQL, Redis and Mosquitto the test suite expects,
 //! installed (the tests also start private instances from the same binaries) and answering on
-//! their ports; and the tools the tests run that are not servers (`promtool`).
+//! their ports; and the tools the tests run that are not servers (`promtool`, and Chromium with
+//! chromedriver for `testkit::browser`).
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -116,6 +117,7 @@ impl Server {
 pub(crate) fn ensure() -> Result<()> {
     install_missing()?;
     install_promtool()?;
+    install_browser()?;
 
     let mut started = Vec::new();
     for server in Server::ALL {
@@ -246,6 +248,53 @@ fn install_promtool() -> Result<()> {
         }
         None => bail!("promtool: still not found after installing {PROMTOOL_PACKAGE}"),
     }
+}
+
+/// The Debian packages of the headless browser the tests drive (`testkit::browser`): Chromium
+/// and its WebDriver server. With their recommends: among them the fonts pages render with.
+const BROWSER_PACKAGES: [&str; 2] = ["chromium", "chromium-driver"];
+
+/// Installs Chromium and chromedriver when either is missing (testkit looks for them on the
+/// `PATH`, as here, and in /usr/bin).
+fn install_browser() -> Result<()> {
+    let missing = || {
+        ["chromedriver", "chromium"]
+            .into_iter()
+            .filter(|p| browser_program(p).is_none())
+            .collect::<Vec<_>>()
+    };
+    let before = missing();
+    if !before.is_empty() {
+        println!(
+            "browser: not installed (no {}), installing packages {}",
+            before.join(", "),
+            BROWSER_PACKAGES.join(" ")
+        );
+        apt_install(&BROWSER_PACKAGES)?;
+        let after = missing();
+        if !after.is_empty() {
+            bail!(
+                "browser: still no {} after installing {}",
+                after.join(", "),
+                BROWSER_PACKAGES.join(" ")
+            );
+        }
+    }
+    let found = |p| browser_program(p).map_or_else(String::new, |p| p.display().to_string());
+    println!(
+        "browser: installed ({}, {})",
+        found("chromedriver"),
+        found("chromium")
+    );
+    Ok(())
+}
+
+/// Where testkit will find `name`: on the `PATH`, else in /usr/bin.
+fn browser_program(name: &str) -> Option<PathBuf> {
+    cmd::find_program(name).or_else(|| {
+        let p = Path::new("/usr/bin").join(name);
+        p.is_file().then_some(p)
+    })
 }
 
 /// Stops a service a package started on installing, and keeps it from starting at boot.

@@ -1,20 +1,41 @@
 //! What a roast is made of, for the services that understand one: the events roasters mark
 //! ([`EventKind`]), BT's rate of rise ([`Ror`]), a detector that finds the events in a live
-//! stream of readings ([`Detector`]), and Artisan's roast logs ([`alog`]).
+//! stream of readings ([`Detector`]), and Artisan's roast logs ([`alog`]); and the analyses of a
+//! roast once its events are known: reference curves ([`Profile`]), a session's figures
+//! ([`summarize`]), how it differs from a reference ([`variance`]), and when a running roast
+//! will crack and drop ([`predict`], scored by [`score_predictions`]).
 //!
 //! The crate is pure — no I/O, no clock, no async — so that the service that runs the detector
 //! on live MQTT traffic, the scoring tests that replay roasts into it and the analytics that
-//! read stored sessions all get the same answers from the same readings.
+//! read stored sessions all get the same answers from the same readings. Not here: storing
+//! sessions or profiles, or serving the analyses (the services do that). The analyses read a
+//! session's readings and events as one shared module cleans them (sorted, one per timestamp,
+//! real temperatures only; each kind's earliest event, in roast order), so that they never
+//! disagree about what the roast was.
 
 pub mod alog;
 mod detect;
+mod predict;
+mod profile;
 mod ror;
 pub mod score;
+mod session;
+mod summary;
+mod variance;
 
 use serde::{Deserialize, Serialize};
 
 pub use detect::{Detected, Detector, Method, Priors};
+pub use predict::{
+    BLEND_HORIZON_MS, Case, CutScore, PREDICTION_CUTS, Prediction, PredictionScore, naive_fc_start,
+    predict, score_predictions,
+};
+pub use profile::{MAX_POINTS, MAX_T_MS, Profile, ProfileError, ProfileEvent, ProfilePoint};
 pub use ror::{ROR_WINDOW_MS, Ror};
+pub use summary::{EventPoint, Phases, Summary, TpPoint, Weights, summarize};
+pub use variance::{
+    Deviation, Phase, PhaseTime, PhaseVariance, Stat, Variance, VariancePoint, variance,
+};
 
 /// The landmarks of a roast, in the order they happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -48,10 +48,19 @@ pub static TELEMETRY: Domain = Domain {
     sqlite: sqlx::migrate!("../../migrations/telemetry/sqlite"),
 };
 
+/// Reference profiles and which session is compared with which: what analytics stores.
+pub static ANALYTICS: Domain = Domain {
+    name: "analytics",
+    history_table: "_sqlx_migrations_analytics",
+    sqlite_file: "analytics.db",
+    postgres: sqlx::migrate!("../../migrations/analytics/postgres"),
+    sqlite: sqlx::migrate!("../../migrations/analytics/sqlite"),
+};
+
 /// Every domain, in the order [`migrate_all`] applies them. A new domain `x` is one entry:
 /// `&X` with `name: "x"`, `history_table: "_sqlx_migrations_x"`, `sqlite_file: "x.db"` and the
 /// two `sqlx::migrate!("../../migrations/x/…")` folders.
-static DOMAINS: &[&Domain] = &[&TELEMETRY];
+static DOMAINS: &[&Domain] = &[&TELEMETRY, &ANALYTICS];
 
 /// Every domain of the platform.
 pub fn domains() -> &'static [&'static Domain] {

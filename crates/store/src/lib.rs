@@ -1,5 +1,6 @@
 //! Storage: the only place in the platform that knows SQL. It holds every domain's schema
-//! (telemetry today; events, roast profiles, commands, missions … as their services arrive) and
+//! (telemetry with roast events, analytics' reference profiles; commands, missions … as their
+//! services arrive) and
 //! the shared base their stores are built on, and telemetry's store itself.
 //!
 //! The shared base: [`Domain`]s, each with its migrations for both backends and a migration
@@ -22,6 +23,7 @@
 //! through the `metrics` facade ([`metrics::describe`] describes them); installing a recorder is
 //! the service's job.
 
+mod analytics;
 mod config;
 mod domain;
 mod durable;
@@ -34,8 +36,9 @@ mod sqlite;
 
 use model::{Batch, Point};
 
+pub use analytics::{AnalyticsStore, ProfileInfo, StoredProfile};
 pub use config::{MaintenanceConfig, PostgresConfig, SqliteConfig, Synchronous};
-pub use domain::{Domain, Migrated, MigrationTarget, TELEMETRY, domains, migrate_all};
+pub use domain::{ANALYTICS, Domain, Migrated, MigrationTarget, TELEMETRY, domains, migrate_all};
 pub use durable::{Destination, DurableStore, Written};
 pub use error::{Backend, ErrorKind, StoreError};
 pub use pg::PgStore;

@@ -12,10 +12,15 @@
 //! data directory, a fresh database if asked, and MQTT client ids of its own. Its spans go to
 //! [`OtlpReceiver::shared`], a minimal OTLP/HTTP collector, where tests find them.
 //!
+//! Roasts are published as a simulated roaster publishes them ([`roaster`]).
+//!
+//! Pages are tested in a real headless Chromium ([`browser::Browser`]), over WebDriver.
+//!
 //! Without a server, a test is skipped *loudly* (written straight to stderr, which the test
 //! harness does not capture). With `CI=true` a missing server fails the test instead.
 #![allow(clippy::unwrap_used)] // A panic is how a test helper reports failure.
 
+pub mod browser;
 mod logs;
 mod mosquitto;
 mod otlp;
@@ -23,6 +28,7 @@ mod postgres;
 mod process;
 mod promtool;
 mod redis;
+pub mod roaster;
 mod service;
 
 use std::future::Future;

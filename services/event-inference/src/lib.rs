@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use kit::service::{Error, Lifecycle, Service, Spec};
 use model::{Limits, SessionState, Topic, TopicKind, decode_session, decode_telemetry};
 use mqtt::{Delivery, QoS, SessionMode};
-use secrecy::ExposeSecret as _;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -90,15 +89,8 @@ async fn infer(config: Config, mut service: Lifecycle) -> Result<(), Error> {
         }
     });
 
-    let source = match (&config.postgres.url, settings.catch_up_url.as_str()) {
-        (Some(url), _) => {
-            let pg = store::PgStore::connect(url.expose_secret(), &config.postgres)
-                .map_err(|e| Error::start("connecting to PostgreSQL", e))?;
-            Some(catch_up::Source::Store(pg))
-        }
-        (None, "") => None,
-        (None, url) => Some(catch_up::Source::Api(catch_up::Api::new(url))),
-    };
+    let source = history::Source::configured(&config.postgres, &settings.catch_up_url)
+        .map_err(|e| Error::start("connecting to PostgreSQL", e))?;
     let tracker: api::Shared =
         Arc::new(Mutex::new(Tracker::new(settings.clone(), source.is_some())));
     let fetcher = Fetcher {
@@ -113,7 +105,7 @@ async fn infer(config: Config, mut service: Lifecycle) -> Result<(), Error> {
             detect(rx, tracker, publisher, fetcher, stop)
         });
     }
-    if let Some(store) = source {
+    if let Some(store) = source.clone() {
         let window_ms =
             i64::try_from(settings.catch_up_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         service.spawn("the catch-up sweep", move |stop| async move {
@@ -132,11 +124,7 @@ async fn infer(config: Config, mut service: Lifecycle) -> Result<(), Error> {
     tracing::info!(
         %client_id,
         mqtt = %config.mqtt.url,
-        catch_up = match (&config.postgres.url, settings.catch_up_url.is_empty()) {
-            (Some(_), _) => "postgres",
-            (None, false) => settings.catch_up_url.as_str(),
-            (None, true) => "none",
-        },
+        catch_up = source.as_ref().map_or("none", |s| s.describe()),
         replica = settings.replica,
         replicas = settings.replicas,
         "event-inference started"
@@ -255,7 +243,7 @@ fn poisoned() -> Error {
 /// fetched together they would take the store from ingestion.
 #[derive(Clone)]
 struct Fetcher {
-    source: Option<catch_up::Source>,
+    source: Option<history::Source>,
     tx: mpsc::Sender<Input>,
     permit: Arc<Semaphore>,
     points_per_sec: f64,
@@ -271,7 +259,7 @@ impl Fetcher {
             let Ok(_permit) = permit.acquire_owned().await else {
                 return;
             };
-            let input = match source.history(&key).await {
+            let input = match catch_up::history(&source, &key).await {
                 Ok(history) => {
                     crate::metrics::catch_up(true);
                     // Hold the turn for as long as these readings are worth at the paced rate.
@@ -291,10 +279,10 @@ impl Fetcher {
 }
 
 /// At start: the sessions that ran or ended while this service was away.
-async fn sweep(store: catch_up::Source, fetcher: Fetcher, window_ms: i64, stop: CancellationToken) {
+async fn sweep(store: history::Source, fetcher: Fetcher, window_ms: i64, stop: CancellationToken) {
     let since = model::now_ms().saturating_sub(window_ms);
     let unfinished = tokio::select! {
-        found = store.unfinished(since) => found,
+        found = catch_up::unfinished(&store, since) => found,
         () = stop.cancelled() => return,
     };
     match unfinished {

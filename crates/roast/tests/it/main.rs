@@ -1,9 +1,11 @@
 //! The detector against the truth, in process: the ten real roasts (their roaster's marks) and
 //! seeded simulated roasts over every profile and batch size (the engine's own events). The
 //! same roasts replayed through MQTT into a running platform are `cargo xtask score-events`.
+//! And the first-crack prediction against the same roasts' truth (`predict`).
 #![allow(clippy::unwrap_used)] // In tests a panic is the assertion.
 
 mod bad_input;
+mod predict;
 mod real;
 mod simulated;
 

@@ -1,9 +1,10 @@
 //! Integration tests of the store against real databases: one suite run on every backend
 //! (`suite`), what only PostgreSQL has (`postgres`), the domains' migrations on both backends
-//! (`migrations`), and the durable store's fallback and replay across a real PostgreSQL outage
+//! (`migrations`), analytics' reference profiles on both (`analytics`), and the durable store's fallback and replay across a real PostgreSQL outage
 //! (`durable`).
 #![allow(clippy::unwrap_used)] // A panic is how a test and its helpers report failure.
 
+mod analytics;
 mod common;
 mod durable;
 mod migrations;

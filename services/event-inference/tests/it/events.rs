@@ -4,101 +4,8 @@ use std::time::Duration;
 
 use event_inference::EventInference;
 use ingestion::Ingestion;
-use mqtt::QoS;
-use roast::EventKind;
-use sim_engine::{RoastConfig, simulate};
+use testkit::roaster::{Device, SimRoast as Roast};
 use testkit::{PrivateMosquitto, Server, TestService};
-
-/// A roast as a device publishes it: its start, its points, its end, stamped so that the last
-/// point is just now (ingestion refuses points from the future).
-struct Roast {
-    device: String,
-    session: String,
-    start: serde_json::Value,
-    points: Vec<serde_json::Value>,
-    end: serde_json::Value,
-    /// The engine's events, as device times.
-    truth: Vec<(EventKind, i64)>,
-}
-
-fn roast(device: &str, session: &str, seed: u64) -> Roast {
-    let config = RoastConfig {
-        seed,
-        ..RoastConfig::default()
-    };
-    let sim = simulate(&config).unwrap();
-    let duration = sim.samples.last().unwrap().t_ms as i64;
-    let charge = model::now_ms() - duration - 1_000;
-    let points = sim
-        .samples
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            serde_json::json!({"session": session, "seq": i, "ts": charge + s.t_ms as i64,
-                "channels": {"bt": s.bt, "et": s.et, "gas": s.gas}})
-        })
-        .collect();
-    Roast {
-        device: device.into(),
-        session: session.into(),
-        start: serde_json::json!({"session": session, "state": "start", "ts": charge - 1_000}),
-        points,
-        end: serde_json::json!({"session": session, "state": "end", "ts": charge + duration}),
-        truth: sim
-            .events
-            .iter()
-            .map(|e| (e.kind.into(), charge + e.t_ms as i64))
-            .collect(),
-    }
-}
-
-struct Device(mqtt::Publisher);
-
-impl Device {
-    async fn connect(broker: &PrivateMosquitto) -> Device {
-        let config = mqtt::Config {
-            url: broker.url(),
-            ..mqtt::Config::default()
-        };
-        let id = testkit::unique_name("device");
-        Device(
-            mqtt::Publisher::connect(&config, &id, Duration::from_secs(10))
-                .await
-                .unwrap(),
-        )
-    }
-
-    async fn send(&self, device: &str, what: &str, payload: &serde_json::Value) {
-        self.0
-            .publish(
-                format!("roasters/{device}/{what}"),
-                QoS::AtLeastOnce,
-                serde_json::to_vec(payload).unwrap(),
-            )
-            .await
-            .unwrap();
-    }
-
-    /// Publishes points `range` of the roast, ten to a frame, and waits for the broker's acks.
-    async fn points(&self, r: &Roast, range: std::ops::Range<usize>) {
-        for frame in r.points[range].chunks(10) {
-            self.send(
-                &r.device,
-                "telemetry",
-                &serde_json::Value::Array(frame.to_vec()),
-            )
-            .await;
-        }
-        assert!(self.0.flush(Duration::from_secs(20)).await);
-    }
-
-    async fn whole(&self, r: &Roast) {
-        self.send(&r.device, "session", &r.start).await;
-        self.points(r, 0..r.points.len()).await;
-        self.send(&r.device, "session", &r.end).await;
-        assert!(self.0.flush(Duration::from_secs(20)).await);
-    }
-}
 
 pub(crate) async fn ingestion(broker: &PrivateMosquitto) -> TestService<Ingestion> {
     testkit::spawn::<Ingestion>()
@@ -165,8 +72,8 @@ async fn a_roast_published_live_gets_its_events_published_and_stored() {
     let broker = PrivateMosquitto::start().await;
     let ingestion = ingestion(&broker).await;
     let app = event_inference(&broker, &ingestion).await;
-    let device = Device::connect(&broker).await;
-    let r = roast("roaster-live", "roast-live", 7);
+    let device = Device::connect(&broker.url()).await;
+    let r = Roast::new("roaster-live", "roast-live", 7);
     device.whole(&r).await;
     let events = stored_events(&ingestion, &r).await;
     assert_found(&events, &r);
@@ -193,8 +100,8 @@ async fn a_running_roast_shows_its_events_so_far_and_its_ror() {
     let broker = PrivateMosquitto::start().await;
     let ingestion = ingestion(&broker).await;
     let app = event_inference(&broker, &ingestion).await;
-    let device = Device::connect(&broker).await;
-    let r = roast("roaster-run", "roast-run", 8);
+    let device = Device::connect(&broker.url()).await;
+    let r = Roast::new("roaster-run", "roast-run", 8);
     device.send(&r.device, "session", &r.start).await;
     // Three minutes in: charged and turned, not dry yet.
     device.points(&r, 0..180).await;
@@ -230,8 +137,8 @@ async fn a_roast_joined_mid_way_is_caught_up_from_the_store() {
     }
     let broker = PrivateMosquitto::start().await;
     let ingestion = ingestion(&broker).await;
-    let device = Device::connect(&broker).await;
-    let r = roast("roaster-mid", "roast-mid", 9);
+    let device = Device::connect(&broker.url()).await;
+    let r = Roast::new("roaster-mid", "roast-mid", 9);
     // CHARGE and TP happen while event-inference is not running.
     device.send(&r.device, "session", &r.start).await;
     device.points(&r, 0..200).await;
@@ -265,8 +172,8 @@ async fn a_roast_that_ran_while_the_service_was_away_is_found_at_start() {
     }
     let broker = PrivateMosquitto::start().await;
     let ingestion = ingestion(&broker).await;
-    let device = Device::connect(&broker).await;
-    let r = roast("roaster-away", "roast-away", 10);
+    let device = Device::connect(&broker.url()).await;
+    let r = Roast::new("roaster-away", "roast-away", 10);
     device.whole(&r).await;
     testkit::eventually(
         Duration::from_secs(20),
@@ -302,8 +209,8 @@ async fn a_restart_mid_roast_resumes_after_the_events_already_stored() {
             .start()
     };
     let first = spawn().await;
-    let device = Device::connect(&broker).await;
-    let r = roast("roaster-restart", "roast-restart", 11);
+    let device = Device::connect(&broker.url()).await;
+    let r = Roast::new("roaster-restart", "roast-restart", 11);
     device.send(&r.device, "session", &r.start).await;
     device.points(&r, 0..400).await;
     testkit::eventually(

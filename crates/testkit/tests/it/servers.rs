@@ -1,4 +1,4 @@
-//! The test kit's own checks: private servers start, stop and restart as the drills need.
+//! Private servers start, stop and restart as the drills need; databases are private per test.
 
 use std::time::Duration;
 

@@ -266,12 +266,14 @@ fn print_banner(
     let mut text = format!("\nsimcorp is up\n\n  {:<w$}{mqtt}\n", "MQTT broker");
     let mut ingestion = None;
     let mut events = None;
+    let mut view = None;
     for (name, addr) in services {
         let about = crate::registry::find(name).map_or("", |e| e.about);
         text.push_str(&format!("  {name:<w$}http://{addr}   {about}\n"));
         match name {
             "ingestion" => ingestion = Some(addr),
             "event-inference" => events = Some(addr),
+            "analytics" => view = Some(addr),
             _ => {}
         }
     }
@@ -299,6 +301,16 @@ fn print_banner(
         text.push_str(&format!(
             "and the roasts being watched, with their events so far and their RoR:\
              \n  curl http://{addr}/sessions\n"
+        ));
+    }
+    if let Some(addr) = view {
+        text.push_str(&format!(
+            "\nThe live roast view (open it in a browser):\
+             \n  http://{addr}/\
+             \nand each roast against its reference, as JSON (API: http://{addr}/openapi.json):\
+             \n  curl http://{addr}/sessions/<session>/summary\
+             \n  curl http://{addr}/sessions/<session>/variance\
+             \n  curl http://{addr}/sessions/<session>/predictions\n"
         ));
     }
     text.push_str("\nCtrl-C stops everything.\n");

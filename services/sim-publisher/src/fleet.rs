@@ -422,6 +422,8 @@ impl Roaster {
         start.insert("seed".into(), config.seed.into());
         start.insert("batch_g".into(), round2(config.batch_g).into());
         start.insert("simulator".into(), "sim-twin".into());
+        // analytics keeps a reference profile of each built-in profile under this name.
+        start.insert("reference".into(), format!("sim-twin:{profile}").into());
         self.session_event(&session, SessionState::Start, start)
             .await?;
         self.update(|v| {

@@ -151,6 +151,12 @@ async fn a_fleet_publishes_whole_roasts_in_the_device_contract() {
         assert_eq!(kinds.last(), Some(&"drop"), "{kinds:?}");
         assert!(kinds.contains(&"first_crack"), "{kinds:?}");
         assert_eq!(d.starts[0].metadata["simulator"], "sim-twin");
+        // analytics' reference of the profile it roasts.
+        let profile = d.starts[0].metadata["profile"].as_str().unwrap();
+        assert_eq!(
+            d.starts[0].metadata["reference"],
+            format!("sim-twin:{profile}")
+        );
     }
 
     let status: serde_json::Value = http

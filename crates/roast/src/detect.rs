@@ -363,7 +363,7 @@ impl Detector {
     fn step(&mut self, now: Sample) {
         match self.stage {
             Stage::AwaitCharge => {
-                if let Some(at) = self.break_point() {
+                if let Some(at) = self.break_point(i64::MIN) {
                     self.say(EventKind::Charge, at.ts_ms, at, Method::BtBreak);
                     let lowest = self
                         .history
@@ -428,7 +428,11 @@ impl Detector {
 
     /// Looks for the BT break of a DROP; says it and ends the roast when found.
     fn dropped(&mut self) -> bool {
-        let Some(at) = self.break_point() else {
+        // A DROP breaks BT's rise after the turning point: readings up to it (the fall of
+        // CHARGE itself, still inside the break window when a roast is replayed fast or turns
+        // early) are no evidence of one.
+        let after = self.at(EventKind::TurningPoint).map_or(i64::MIN, |tp| tp.ts_ms);
+        let Some(at) = self.break_point(after) else {
             return false;
         };
         self.say(EventKind::Drop, at.ts_ms, at, Method::BtBreak);
@@ -489,14 +493,14 @@ impl Detector {
         )
     }
 
-    /// Where a BT break began, if the newest readings show one.
-    fn break_point(&self) -> Option<Sample> {
+    /// Where a BT break began, if the newest readings after `after_ms` show one.
+    fn break_point(&self, after_ms: i64) -> Option<Sample> {
         let newest = *self.history.back()?;
         let top = self
             .history
             .iter()
             .rev()
-            .take_while(|s| s.ts_ms >= newest.ts_ms - BREAK_WINDOW_MS)
+            .take_while(|s| s.ts_ms >= newest.ts_ms - BREAK_WINDOW_MS && s.ts_ms > after_ms)
             .max_by(|a, b| a.bt.total_cmp(&b.bt))?;
         let fall = top.bt - newest.bt;
         let secs = (newest.ts_ms - top.ts_ms) as f64 / 1000.0;
@@ -510,6 +514,7 @@ impl Detector {
             let Some(i) = (0..j)
                 .rev()
                 .find(|&i| self.history[i].ts_ms <= at.ts_ms - BREAK_WALK_STEP_MS)
+                .filter(|&i| self.history[i].ts_ms > after_ms)
             else {
                 break;
             };

@@ -164,3 +164,26 @@ fn a_session_resumed_from_its_stored_events_goes_on_where_it_was() {
         assert_eq!(rest, want, "stopped after {stopped_after} events");
     }
 }
+
+/// A roast replayed ten times faster than it ran (the load harness stamps each reading when it
+/// publishes it): the break window then still holds the readings before CHARGE when BT turns,
+/// and the fall of CHARGE itself was once taken for a DROP a quarter of a second after it.
+#[test]
+fn a_roast_replayed_fast_has_its_drop_at_its_drop() {
+    let (readings, truth) = roast();
+    let fast: Vec<Reading> = readings
+        .iter()
+        .map(|r| Reading {
+            ts_ms: r.ts_ms / 10,
+            ..*r
+        })
+        .collect();
+    let said = crate::detect(Priors::STANDARD, fast);
+    let drop = truth.iter().find(|(k, _)| *k == Drop).unwrap().1 / 10;
+    assert!(
+        (at(&said, Drop) - drop).abs() <= 500,
+        "DROP at {} ms, the roast's at {drop} ms",
+        at(&said, Drop)
+    );
+    assert!(at(&said, Drop) > at(&said, TurningPoint));
+}

@@ -90,6 +90,12 @@ impl Source {
                 metadata.insert("profile".into(), config.profile.name.clone().into());
                 metadata.insert("batch_g".into(), config.batch_g.into());
                 metadata.insert("sim_seed".into(), config.seed.into());
+                // As sim-publisher's roasters do: analytics compares each with its profile's
+                // reference and predicts it live, so a load run loads that path too.
+                metadata.insert(
+                    "reference".into(),
+                    format!("sim-twin:{}", config.profile.name).into(),
+                );
                 SessionCurve {
                     kind: Curve::Engine {
                         simulation: Box::new(simulation(&config)?),

@@ -431,7 +431,9 @@ impl Detector {
         // A DROP breaks BT's rise after the turning point: readings up to it (the fall of
         // CHARGE itself, still inside the break window when a roast is replayed fast or turns
         // early) are no evidence of one.
-        let after = self.at(EventKind::TurningPoint).map_or(i64::MIN, |tp| tp.ts_ms);
+        let after = self
+            .at(EventKind::TurningPoint)
+            .map_or(i64::MIN, |tp| tp.ts_ms);
         let Some(at) = self.break_point(after) else {
             return false;
         };

@@ -39,7 +39,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::session::{self, GAP_MS, Marks, Sample};
-use crate::{EventKind, Profile, ROR_WINDOW_MS, Reading};
+use crate::{EventKind, Profile, ROR_WINDOW_MS, Reading, Ror};
 
 /// The span of RoR whose trend is extrapolated: long enough that the RoR's own noise does not
 /// make the trend, short enough to follow a change of heat.
@@ -205,16 +205,22 @@ fn now(since: &[Sample]) -> Option<Now> {
         .map(|s| ((s.ts_ms - newest.ts_ms) as f64, s.bt))
         .collect();
     let (bt, _) = line(&points)?;
-    let ror = session::ror_at(since, newest.ts_ms)?;
-    // The RoR's trend, from the RoR a live display showed at each reading of the last 90 s.
-    let recent = &since[since.partition_point(|s| s.ts_ms < newest.ts_ms - TREND_MS)..];
-    let rors: Vec<(f64, f64)> = recent
-        .iter()
-        .filter_map(|s| {
-            let r = session::ror_at(since, s.ts_ms)?;
-            Some(((s.ts_ms - newest.ts_ms) as f64, r))
-        })
-        .collect();
+    // The RoR's trend, from the RoR a live display showed at each reading of the last 90 s:
+    // one sliding fit over them (each value the fit of the 30 s up to its reading), not a fit
+    // per reading, which at 10 readings a second made predictions most of analytics' CPU.
+    let trend_from = newest.ts_ms - TREND_MS;
+    let first = since.partition_point(|s| s.ts_ms < trend_from - ROR_WINDOW_MS);
+    let mut live = Ror::new();
+    let mut rors: Vec<(f64, f64)> = Vec::new();
+    for s in &since[first..] {
+        live.push(s.ts_ms, s.bt);
+        if s.ts_ms >= trend_from
+            && let Some(r) = live.value()
+        {
+            rors.push(((s.ts_ms - newest.ts_ms) as f64, r));
+        }
+    }
+    let ror = live.value()?;
     let spans_half = rors
         .first()
         .is_some_and(|&(t, _)| -t >= (TREND_MS / 2) as f64);

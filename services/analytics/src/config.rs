@@ -47,6 +47,9 @@ pub struct Settings {
     pub max_live_readings: usize,
     /// A live session that sends nothing for this long is forgotten (it stays in the store).
     pub idle_timeout_secs: u64,
+    /// An ended session is kept in memory this long after its last message, for the pages that
+    /// show it; then it is read from the store like any past roast.
+    pub ended_retention_secs: u64,
     /// Largest profile or `.alog` accepted over HTTP.
     pub max_import_bytes: usize,
 }
@@ -61,6 +64,7 @@ impl Default for Settings {
             max_live_sessions: 5000,
             max_live_readings: 18_000,
             idle_timeout_secs: 3600,
+            ended_retention_secs: 600,
             max_import_bytes: 8 * 1024 * 1024,
         }
     }
@@ -85,6 +89,7 @@ impl kit::config::Validate for Config {
             ("max_live_sessions", s.max_live_sessions as u64),
             ("max_live_readings", s.max_live_readings as u64),
             ("idle_timeout_secs", s.idle_timeout_secs),
+            ("ended_retention_secs", s.ended_retention_secs),
         ] {
             if v == 0 {
                 return Err(format!("analytics.{name} must be at least 1"));

@@ -5,9 +5,9 @@
 //! Defined behaviour for the sessions real roasters produce: a reading older than the newest is
 //! put in its place (a redelivered one, same `ts`, is kept once); a reading without BT is kept
 //! (ET may still be read) but drawn and analysed as a gap; a session that never ends is forgotten
-//! after `idle_timeout_secs` of silence and, until then, stops growing at `max_live_readings`
-//! (`truncated` says so); a session first met mid-roast (analytics restarted) starts from the
-//! store's readings when the page asks for it (see `api::roast`).
+//! after `idle_timeout_secs` of silence (an ended one after `ended_retention_secs`) and, until
+//! then, stops growing at `max_live_readings` (`truncated` says so); a session first met
+//! mid-roast (analytics restarted) is read from the store when asked for (`roasts::App::roast`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -403,12 +403,16 @@ impl Sessions {
         self.sessions.values()
     }
 
-    /// Forgets sessions silent for `idle_timeout_secs`; how many.
+    /// Forgets sessions silent for `idle_timeout_secs`, and ended ones after
+    /// `ended_retention_secs`; how many.
     pub(crate) fn evict_idle(&mut self, now: Instant) -> usize {
         let idle = Duration::from_secs(self.settings.idle_timeout_secs);
+        let ended = Duration::from_secs(self.settings.ended_retention_secs);
         let before = self.sessions.len();
-        self.sessions
-            .retain(|_, l| now.duration_since(l.last_seen) < idle);
+        self.sessions.retain(|_, l| {
+            let quiet = now.duration_since(l.last_seen);
+            quiet < idle && (l.ended_ms.is_none() || quiet < ended)
+        });
         crate::metrics::sessions(self.sessions.len());
         before - self.sessions.len()
     }
@@ -433,4 +437,73 @@ fn predict(live: &mut Live, now_ts: i64, every_ms: i64, force: bool) -> Option<U
         session: live.session.clone(),
         prediction,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(session: &str, seq: u64, ts_ms: i64, bt: Option<f64>) -> Point {
+        Point {
+            device_id: "d".into(),
+            session: session.into(),
+            seq,
+            ts_ms,
+            channels: model::Channels {
+                bt,
+                et: Some(200.0),
+                ..Default::default()
+            },
+            received_ms: ts_ms,
+        }
+    }
+
+    fn session_event(session: &str, state: SessionState, ts_ms: i64) -> Input {
+        Input::Session(SessionEvent {
+            device_id: "d".into(),
+            session: session.into(),
+            state,
+            ts_ms,
+            metadata: serde_json::Map::new(),
+            received_ms: ts_ms,
+        })
+    }
+
+    fn sessions() -> Sessions {
+        Sessions::new(Arc::new(Settings::default()), broadcast::channel(16).0)
+    }
+
+    #[test]
+    fn readings_are_kept_in_time_order_once_each_and_failed_probes_are_gaps() {
+        let mut s = sessions();
+        let points = vec![
+            point("a", 0, 1000, Some(150.0)),
+            point("a", 2, 3000, Some(152.0)),
+            point("a", 1, 2000, Some(151.0)),
+            point("a", 1, 2000, Some(151.0)),
+            point("a", 3, 4000, Some(999.0)),
+        ];
+        s.handle(Input::Points(points));
+        let live = s.find("a", None).unwrap();
+        let ts: Vec<i64> = live.readings.iter().map(|r| r.ts_ms).collect();
+        assert_eq!(ts, [1000, 2000, 3000, 4000]);
+        assert_eq!(live.readings[3].bt, None, "999 °C is a failed probe");
+        assert_eq!(live.readings.len(), live.ror.len());
+    }
+
+    #[test]
+    fn ended_sessions_leave_memory_before_idle_ones() {
+        let mut s = sessions();
+        s.handle(session_event("done", SessionState::Start, 0));
+        s.handle(session_event("done", SessionState::End, 1000));
+        s.handle(session_event("running", SessionState::Start, 0));
+        let later = Instant::now() + Duration::from_secs(601);
+        assert_eq!(s.evict_idle(later), 1);
+        assert!(s.find("done", None).is_none());
+        assert!(
+            s.find("running", None).is_some(),
+            "an hour before it is idle"
+        );
+        assert_eq!(s.evict_idle(Instant::now() + Duration::from_secs(3601)), 1);
+    }
 }

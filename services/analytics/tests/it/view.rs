@@ -107,6 +107,27 @@ async fn a_roast_started_over_mqtt_grows_live_in_the_browser() {
     page.wait_until("document.querySelector('#bar .development') !== null", wait)
         .await
         .unwrap();
+    page.wait_until(
+        "document.getElementById('summary').textContent.includes('development time ratio')",
+        wait,
+    )
+    .await
+    .unwrap();
+
+    // A past roast opened beside it: here the same one, drawn again as the compared curve.
+    page.eval::<serde_json::Value>(
+        "(() => { const c = document.getElementById('compare'); \
+           c.value = 'roaster-view|roast-view'; \
+           c.dispatchEvent(new Event('change')); return c.value; })()",
+    )
+    .await
+    .unwrap();
+    page.wait_until(
+        "(document.getElementById('compareline')?.getAttribute('d') || '').length > 100",
+        wait,
+    )
+    .await
+    .unwrap();
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("live-view-dropped.png");
     page.screenshot(&shot).await.unwrap();
     page.close().await.unwrap();

@@ -5,7 +5,8 @@
 //! The roasts: the ten real ones of `testdata/roast-logs/skywalker` (truth: their roaster's
 //! marks; their start names the `skywalker` roaster model) and seeded simulated roasts over
 //! every built-in profile, batch sizes from 30 % to 120 % of the simulated roaster's and two
-//! sampling intervals (truth: the engine's own events).
+//! sampling intervals, half of them logged from charge and half from 20–60 s before it, as real
+//! loggers record the empty drum (truth: the engine's own events, on the readings' clock).
 //!
 //! Roasts are replayed `acceleration` times faster than they were roasted, all at once, each
 //! point stamped with its own device time in the recent past (ingestion refuses points from the
@@ -123,20 +124,28 @@ fn seeded_roasts(n: u32) -> Result<Vec<Replay>, Error> {
             } else {
                 2_000
             };
+            let seed = 10_000 + i as u64;
             let config = RoastConfig {
-                seed: 10_000 + i as u64,
+                seed,
                 batch_g,
                 sample_interval_ms: interval_ms,
+                pre_charge_ms: pre_charge_ms(seed),
                 profile,
                 ..RoastConfig::default()
             };
             let roast = simulate(&config).map_err(|e| Error::Config(e.to_string()))?;
+            let pre = match config.pre_charge_ms {
+                0 => String::new(),
+                ms => format!("-pre{}s", ms / 1000),
+            };
             Ok(Replay {
                 name: format!(
-                    "{}-{batch_g}g-{interval_ms}ms-seed{}",
-                    config.profile.name, config.seed
+                    "{}-{batch_g}g-{interval_ms}ms-seed{seed}{pre}",
+                    config.profile.name
                 ),
                 model: None,
+                // Samples and events share the engine's clock (since logging started), the
+                // replay's t_ms.
                 readings: roast
                     .samples
                     .iter()
@@ -150,6 +159,17 @@ fn seeded_roasts(n: u32) -> Result<Vec<Replay>, Error> {
             })
         })
         .collect()
+}
+
+/// How long a seeded roast is logged before its charge: none for an even seed (the first
+/// reading is the charge), else 20–60 s in whole seconds, drawn from the seed — so the score
+/// covers both, and at 2 s sampling a charge that falls between two readings.
+pub fn pre_charge_ms(seed: u64) -> u64 {
+    if seed.is_multiple_of(2) {
+        0
+    } else {
+        20_000 + (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % 41 * 1000
+    }
 }
 
 #[derive(Debug, Deserialize)]

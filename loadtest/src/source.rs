@@ -160,6 +160,8 @@ pub fn engine_roast(seed: u64, n: u32, round: u64) -> RoastConfig {
         charge_et_c: tenths(&mut rng, 190.0, 215.0),
         ambient_c: tenths(&mut rng, 15.0, 28.0),
         sample_interval_ms: 1000,
+        // Load sessions start at charge, as before (the event score has its pre-charge roasts).
+        pre_charge_ms: 0,
     }
 }
 

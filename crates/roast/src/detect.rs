@@ -3,12 +3,15 @@
 //!
 //! How each event is found (the figures are the constants below):
 //!
-//! - **CHARGE** and **DROP** — a *BT break*: BT falls at least 5 °C below its highest reading
+//! - **CHARGE** and **DROP** — a *BT break*: BT falls at least 2 °C below its highest reading
 //!   of the last 20 s, at 0.25 °C/s or faster (cold beans around the probe; the probe left in
 //!   an empty drum). The event is the moment the fall began: walking back from the newest
-//!   reading in steps of at least a second while BT was falling faster than 0.15 °C/s. That is
-//!   where roasters put the mark (the ten real roasts: the sample at which BT turns sharply,
-//!   not the flat top a sample or two before). DROP is only looked for after the turning
+//!   reading in steps of at least a second while BT was falling faster than 0.15 °C/s — and,
+//!   for CHARGE, by more than 0.5 °C a step: before charge the probe reads the empty drum's air,
+//!   flat, where a smaller fall is its noise (a 0.1 °C probe's difference of two readings
+//!   exceeds 0.15 °C in one second in one of seven, and the walk then runs past the charge).
+//!   That is where roasters put the mark (the ten real roasts: the sample at which BT turns
+//!   sharply, not the flat top a sample or two before). DROP is only looked for after the turning
 //!   point; a session that ends without a break after TP gets its DROP at its last reading
 //!   (`session_end`: simulated roasters stop publishing at the drop).
 //! - **TP** — BT's lowest reading after CHARGE, said once two readings stand 0.5 °C above it
@@ -150,6 +153,10 @@ const BREAK_FALL_C: f64 = 2.0;
 const BREAK_RATE_C_PER_S: f64 = 0.25;
 const BREAK_WALK_RATE_C_PER_S: f64 = 0.15;
 const BREAK_WALK_STEP_MS: i64 = 1_000;
+/// The least fall of a step of CHARGE's walk-back: the noise of a flat BT is not a fall. Below
+/// the 0.8–1.3 °C BT falls in the reading after each real roast's CHARGE mark. Not for DROP,
+/// whose BT rises until the break and whose real falls begin gently.
+const BREAK_WALK_CHARGE_MIN_FALL_C: f64 = 0.5;
 const TP_RISE_C: f64 = 0.4;
 const SUSTAIN_MS: i64 = 10_000;
 const SUSTAIN_SLACK_C: f64 = 0.5;
@@ -363,7 +370,7 @@ impl Detector {
     fn step(&mut self, now: Sample) {
         match self.stage {
             Stage::AwaitCharge => {
-                if let Some(at) = self.break_point(i64::MIN) {
+                if let Some(at) = self.break_point(i64::MIN, BREAK_WALK_CHARGE_MIN_FALL_C) {
                     self.say(EventKind::Charge, at.ts_ms, at, Method::BtBreak);
                     let lowest = self
                         .history
@@ -434,7 +441,7 @@ impl Detector {
         let after = self
             .at(EventKind::TurningPoint)
             .map_or(i64::MIN, |tp| tp.ts_ms);
-        let Some(at) = self.break_point(after) else {
+        let Some(at) = self.break_point(after, 0.0) else {
             return false;
         };
         self.say(EventKind::Drop, at.ts_ms, at, Method::BtBreak);
@@ -495,8 +502,9 @@ impl Detector {
         )
     }
 
-    /// Where a BT break began, if the newest readings after `after_ms` show one.
-    fn break_point(&self, after_ms: i64) -> Option<Sample> {
+    /// Where a BT break began, if the newest readings after `after_ms` show one; the walk back
+    /// takes only steps that fell by more than `min_step_fall_c`.
+    fn break_point(&self, after_ms: i64, min_step_fall_c: f64) -> Option<Sample> {
         let newest = *self.history.back()?;
         let top = self
             .history
@@ -522,7 +530,7 @@ impl Detector {
             };
             let before = self.history[i];
             let rate = (at.bt - before.bt) / ((at.ts_ms - before.ts_ms) as f64 / 1000.0);
-            if rate < -BREAK_WALK_RATE_C_PER_S {
+            if rate < -BREAK_WALK_RATE_C_PER_S && before.bt - at.bt > min_step_fall_c {
                 j = i;
             } else {
                 break;

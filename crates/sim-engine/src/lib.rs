@@ -17,9 +17,21 @@
 //! RoastConfig ─▶ Simulation::new ─▶ next_sample() … next_sample() ─▶ None   (after the drop)
 //!   profile (control steps),          one Sample per sample interval; the
 //!   seed, batch, moisture,            drop sample is the last
-//!   charge ET, ambient                events(): charge, turning point, dry end,
-//!                                     first crack, drop — ground truth
+//!   charge ET, ambient,               events(): charge, turning point, dry end,
+//!   pre-charge logging                first crack, drop — ground truth
 //! ```
+//!
+//! Samples and events share one clock, `t_ms` since the logger started. A real logger records
+//! the preheated, empty drum for a while before the beans go in; with
+//! [`RoastConfig::pre_charge_ms`] the simulation does too: until charge, at `pre_charge_ms`, the
+//! drum idles at the charge ET (with the burner controller's slow, small swing), BT reads the hot
+//! air flat at its charge value, RoR is 0 and the controls are the profile's first step; at
+//! charge BT breaks downward — the break an event detector finds CHARGE by. With
+//! `pre_charge_ms` 0 (the default) the first sample is the charge instant. The roast after
+//! charge is the same either way, shifted by `pre_charge_ms` — the idle drum draws its noise
+//! from a stream of its own — except for the RoR of its first [`ROR_WINDOW_MS`], which a logger
+//! takes over the flat BT before charge rather than over the few seconds since (so it does not
+//! leap from 0 to −250 °C/min at charge).
 //!
 //! The physics (see `physics`) is integrated in fixed [`STEP_MS`] steps whatever the sample
 //! interval, so a roast sampled every 500 ms and every 2 s is the same roast with the same events.
@@ -53,6 +65,8 @@ pub const ROR_WINDOW_MS: u64 = 30_000;
 /// Bounds of the inputs (see [`RoastConfig::validate`] and [`Profile::validate`]).
 pub const MIN_SAMPLE_INTERVAL_MS: u64 = 100;
 pub const MAX_SAMPLE_INTERVAL_MS: u64 = 60_000;
+/// Ten minutes: longer than any logger is left recording an empty drum before a charge.
+pub const MAX_PRE_CHARGE_MS: u64 = 600_000;
 pub const MAX_DURATION_S: f64 = 3600.0;
 pub const MAX_PROFILE_STEPS: usize = 1000;
 
@@ -159,12 +173,16 @@ pub struct RoastConfig {
     /// Room temperature: of the green beans and of the air the fan draws in, °C.
     pub ambient_c: f64,
     pub sample_interval_ms: u64,
+    /// How long the logger records the preheated, empty drum before the beans are charged, ms:
+    /// charge is at `t_ms` = `pre_charge_ms`. 0 (the default): logging starts at charge.
+    #[serde(default)]
+    pub pre_charge_ms: u64,
 }
 
 impl Default for RoastConfig {
     /// The `medium` profile with 4 kg of green coffee at 10.5 % moisture — 80 % of the
     /// roaster's nominal 5 kg, how shop roasters of that class are usually loaded — charged at
-    /// 200 °C ET in a 20 °C room, sampled once a second.
+    /// 200 °C ET in a 20 °C room, sampled once a second from the charge on.
     fn default() -> Self {
         RoastConfig {
             profile: builtin_profile("medium").unwrap_or_else(|| builtin_profiles().remove(0)),
@@ -174,6 +192,7 @@ impl Default for RoastConfig {
             charge_et_c: 200.0,
             ambient_c: 20.0,
             sample_interval_ms: 1000,
+            pre_charge_ms: 0,
         }
     }
 }
@@ -208,15 +227,23 @@ impl RoastConfig {
                 self.sample_interval_ms
             )));
         }
+        if self.pre_charge_ms > MAX_PRE_CHARGE_MS {
+            return Err(invalid(format!(
+                "pre_charge_ms {} is not within 0..={MAX_PRE_CHARGE_MS}",
+                self.pre_charge_ms
+            )));
+        }
         Ok(())
     }
 
-    /// The most samples this roast can produce (when it runs to `max_duration_s`): what callers
-    /// bound their work by before simulating.
+    /// The most samples this roast can produce (when it runs to `max_duration_s`, logged from
+    /// `pre_charge_ms` before charge): what callers bound their work by before simulating.
     pub fn max_samples(&self) -> u64 {
         let duration_ms = (self.profile.max_duration_s.max(0.0) * 1000.0).ceil() as u64;
-        // The grid samples, plus a drop sample between two of them.
-        duration_ms / self.sample_interval_ms.max(1) + 2
+        // The drop comes at an integration step: up to a step after `max_duration_s`.
+        let drop_ms = duration_ms.div_ceil(STEP_MS) * STEP_MS;
+        // The grid samples before the drop, plus the drop sample.
+        (self.pre_charge_ms + drop_ms) / self.sample_interval_ms.max(1) + 2
     }
 }
 
@@ -224,14 +251,15 @@ impl RoastConfig {
 /// controls in % of range; rounded to 0.01.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
-    /// Since charge.
+    /// Since logging started (= charge when `pre_charge_ms` is 0).
     pub t_ms: u64,
     /// Bean temperature as the probe reads it (with its lag and noise).
     pub bt: f64,
     /// Environment (drum air) temperature as its probe reads it.
     pub et: f64,
-    /// Rate of rise of BT over the last [`ROR_WINDOW_MS`], from the probe before noise: the
-    /// smoothed RoR a logger shows.
+    /// Rate of rise of BT over the last [`ROR_WINDOW_MS`] (or what has been logged, while that
+    /// is shorter), from the probe before noise: the smoothed RoR a logger shows. 0 before
+    /// charge, where BT is flat.
     pub ror: f64,
     pub gas: f64,
     pub air: f64,
@@ -242,7 +270,7 @@ pub struct Sample {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
-    /// The beans go in (t = 0).
+    /// The beans go in (at `pre_charge_ms`; t = 0 without a pre-charge segment).
     Charge,
     /// BT's minimum after charge, where the probe stops cooling and starts following the beans.
     TurningPoint,
@@ -271,6 +299,7 @@ impl From<EventKind> for roast::EventKind {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub kind: EventKind,
+    /// On the samples' clock: since logging started (= charge when `pre_charge_ms` is 0).
     pub t_ms: u64,
     pub bt: f64,
     pub et: f64,
@@ -300,6 +329,10 @@ fn invalid(message: impl Into<String>) -> SimError {
 pub struct Simulation {
     profile: Profile,
     interval_ms: u64,
+    /// Charge on the samples' clock; the integration (`step`, `drop_ms`) counts from charge.
+    pre_charge_ms: u64,
+    /// The empty drum before charge.
+    idle: Idle,
     model: Model,
     /// Sensor noise; a stream of its own, so sampling more or less often cannot change the
     /// batch-to-batch variation drawn at the start.
@@ -313,12 +346,15 @@ pub struct Simulation {
     bt_window: Vec<f64>,
     ror: f64,
     prev_ror: f64,
+    /// On the samples' clock.
     next_sample_ms: u64,
+    /// Since charge.
     drop_ms: Option<u64>,
     turned: bool,
     dried: bool,
     cracked: bool,
     finished: bool,
+    /// On the samples' clock.
     events: Vec<Event>,
     /// Events up to the last sample; later ones (at most one step ahead) are not shown yet.
     visible: usize,
@@ -326,8 +362,63 @@ pub struct Simulation {
 
 const WINDOW_STEPS: usize = (ROR_WINDOW_MS / STEP_MS) as usize;
 
+/// The preheated, empty drum the logger records before charge: the probes read what they read
+/// at the charge instant, so that the fall of BT at charge is the only break in the curve.
+#[derive(Debug, Clone)]
+struct Idle {
+    /// The probes' readings at charge, before noise.
+    at_charge: Readings,
+    /// The burner controller holding the empty drum at the charge ET swings it slowly: a
+    /// triangle wave of this amplitude (°C) and period, at zero at the charge instant.
+    swing_c: f64,
+    swing_period_ms: u64,
+    /// Its own stream, so a roast after charge is the same with and without a pre-charge
+    /// segment (and a roast without one is the same as before there were any).
+    rng: Rng,
+}
+
+impl Idle {
+    fn new(seed: u64, at_charge: Readings) -> Self {
+        let mut rng = Rng::new(seed, rng::PRE_CHARGE_STREAM);
+        let swing_c = 1.25 + 0.75 * rng.symmetric();
+        // 40-80 s, in whole steps.
+        let swing_period_ms = (600.0 + 200.0 * rng.symmetric()).round() as u64 * STEP_MS;
+        Idle {
+            at_charge,
+            swing_c,
+            swing_period_ms,
+            rng,
+        }
+    }
+
+    /// What the logger records `before_ms` before charge (> 0), under the controls at charge.
+    fn sample(&mut self, t_ms: u64, before_ms: u64, controls: ControlStep) -> Sample {
+        let phase = (before_ms % self.swing_period_ms) as f64 / self.swing_period_ms as f64;
+        let wave = if phase < 0.25 {
+            4.0 * phase
+        } else if phase < 0.75 {
+            2.0 - 4.0 * phase
+        } else {
+            4.0 * phase - 4.0
+        };
+        Sample {
+            t_ms,
+            // The bean probe sits in the drum's hot air, whose swing its 36 s lag smooths away.
+            bt: round2(self.at_charge.bt + self.rng.sensor(physics::BT_NOISE_C)),
+            et: round2(
+                self.at_charge.et + self.swing_c * wave + self.rng.sensor(physics::ET_NOISE_C),
+            ),
+            // BT is flat: nothing rises.
+            ror: 0.0,
+            gas: round2(controls.gas),
+            air: round2(controls.air),
+            drum: round2(controls.drum),
+        }
+    }
+}
+
 impl Simulation {
-    /// Starts a roast: the beans are charged at t = 0.
+    /// Starts logging a roast: the beans are charged at t = `pre_charge_ms` (0 by default).
     pub fn new(config: &RoastConfig) -> Result<Self, SimError> {
         config.validate()?;
         let mut variation = Rng::new(config.seed, rng::VARIATION_STREAM);
@@ -336,13 +427,15 @@ impl Simulation {
         let bt_window = vec![current.bt; WINDOW_STEPS + 1];
         let charge = Event {
             kind: EventKind::Charge,
-            t_ms: 0,
+            t_ms: config.pre_charge_ms,
             bt: round2(current.bt),
             et: round2(current.et),
         };
         Ok(Simulation {
             profile: config.profile.clone(),
             interval_ms: config.sample_interval_ms,
+            pre_charge_ms: config.pre_charge_ms,
+            idle: Idle::new(config.seed, current),
             model,
             noise: Rng::new(config.seed, rng::NOISE_STREAM),
             step: 0,
@@ -370,7 +463,17 @@ impl Simulation {
         if self.finished {
             return None;
         }
-        let target = self.next_sample_ms;
+        let logged = self.next_sample_ms;
+        if logged < self.pre_charge_ms {
+            self.next_sample_ms = logged + self.interval_ms;
+            let controls = self.profile.controls_at(0);
+            return Some(
+                self.idle
+                    .sample(logged, self.pre_charge_ms - logged, controls),
+            );
+        }
+        // Since charge, the integration's clock.
+        let target = logged - self.pre_charge_ms;
         while self.t_ms() < target && self.drop_ms.is_none() {
             self.advance();
         }
@@ -390,15 +493,16 @@ impl Simulation {
                 (target, readings, lerp(self.prev_ror, self.ror))
             }
         };
-        self.next_sample_ms = target + self.interval_ms;
+        self.next_sample_ms = logged + self.interval_ms;
+        let logged_t_ms = t_ms + self.pre_charge_ms;
         self.visible = if self.finished {
             self.events.len()
         } else {
-            self.events.partition_point(|e| e.t_ms <= t_ms)
+            self.events.partition_point(|e| e.t_ms <= logged_t_ms)
         };
         let controls = self.profile.controls_at(t_ms);
         Some(Sample {
-            t_ms,
+            t_ms: logged_t_ms,
             bt: round2(readings.bt + self.noise.sensor(physics::BT_NOISE_C)),
             et: round2(readings.et + self.noise.sensor(physics::ET_NOISE_C)),
             ror: round2(ror),
@@ -418,6 +522,7 @@ impl Simulation {
         &self.profile
     }
 
+    /// Since charge.
     fn t_ms(&self) -> u64 {
         self.step * STEP_MS
     }
@@ -465,13 +570,18 @@ impl Simulation {
             let oldest = self.bt_window[(slot + 1) % len];
             (self.current.bt - oldest) * 60_000.0 / ROR_WINDOW_MS as f64
         } else {
-            // Until a whole window has passed: the average since charge.
-            (self.current.bt - self.bt_window[0]) * 60_000.0 / self.t_ms() as f64
+            // Until a whole window has passed since charge: over what has been logged, the idle
+            // drum before charge (BT flat at its charge value, the ring's first entry)
+            // included — the average since charge when logging started at charge.
+            let logged_ms = (self.t_ms() + self.pre_charge_ms).min(ROR_WINDOW_MS);
+            (self.current.bt - self.bt_window[0]) * 60_000.0 / logged_ms as f64
         }
     }
 
-    /// Adds an event in time order (the turning point is recognised one step late).
+    /// Adds an event `t_ms` after charge, in time order (the turning point is recognised one
+    /// step late).
     fn record(&mut self, kind: EventKind, t_ms: u64, at: Readings) {
+        let t_ms = t_ms + self.pre_charge_ms;
         let event = Event {
             kind,
             t_ms,

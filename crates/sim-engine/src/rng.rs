@@ -8,6 +8,8 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 /// Independent streams of one seed: what is drawn from one never shifts the other.
 pub(super) const VARIATION_STREAM: u64 = 0;
 pub(super) const NOISE_STREAM: u64 = 1;
+/// The empty drum logged before charge: its swing and its sensor noise.
+pub(super) const PRE_CHARGE_STREAM: u64 = 2;
 
 #[derive(Debug, Clone)]
 pub(super) struct Rng(ChaCha8Rng);

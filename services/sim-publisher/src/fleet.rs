@@ -1,6 +1,7 @@
 //! Fleets of simulated roasters: each roaster is one task that runs engine roasts back to back
-//! and publishes them as a real device would — session start, telemetry paced by the
-//! simulation clock (divided by the fleet's acceleration), session end.
+//! and publishes them as a real device would — session start when its logger starts, telemetry
+//! paced by the simulation clock (divided by the fleet's acceleration) from the preheated, empty
+//! drum through charge to the drop, session end.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,8 +38,12 @@ pub struct FleetSpec {
     pub frame: usize,
     /// Start another roast after each drop.
     pub repeat: bool,
-    /// Simulated seconds between a drop and the next charge.
+    /// Simulated seconds between a drop and the start of the next roast's logging.
     pub pause_between_roasts_s: f64,
+    /// Simulated seconds each roast is logged before its charge (0-600): the preheated, empty
+    /// drum a real logger records first, flat until BT breaks downward at charge — what
+    /// event inference finds CHARGE by. 0: the first point is the charge.
+    pub pre_charge_secs: f64,
 }
 
 impl Default for FleetSpec {
@@ -54,6 +59,7 @@ impl Default for FleetSpec {
             frame: 1,
             repeat: true,
             pause_between_roasts_s: 30.0,
+            pre_charge_secs: 30.0,
         }
     }
 }
@@ -95,6 +101,12 @@ impl FleetSpec {
         if !(self.pause_between_roasts_s >= 0.0 && self.pause_between_roasts_s.is_finite()) {
             return Err("pause_between_roasts_s must not be negative".into());
         }
+        let max_pre_charge_secs = sim_engine::MAX_PRE_CHARGE_MS as f64 / 1000.0;
+        if !(0.0..=max_pre_charge_secs).contains(&self.pre_charge_secs) {
+            return Err(format!(
+                "pre_charge_secs must be within 0..={max_pre_charge_secs}"
+            ));
+        }
         Ok(())
     }
 
@@ -126,6 +138,7 @@ impl FleetSpec {
             seed,
             batch_g,
             sample_interval_ms: self.sample_interval_ms,
+            pre_charge_ms: (self.pre_charge_secs * 1000.0).round() as u64,
             ..defaults
         }
     }
@@ -142,7 +155,7 @@ pub struct RoasterView {
     pub seq: u64,
     pub bt: Option<f64>,
     pub et: Option<f64>,
-    /// Simulated seconds since charge.
+    /// Simulated seconds since charge: negative while the empty drum is logged before it.
     pub roast_s: f64,
     pub roasts_completed: u64,
     pub points_published: u64,
@@ -424,24 +437,27 @@ impl Roaster {
         start.insert("simulator".into(), "sim-twin".into());
         // analytics keeps a reference profile of each built-in profile under this name.
         start.insert("reference".into(), format!("sim-twin:{profile}").into());
+        // The start goes out when the logger starts, before the empty drum's first point.
         self.session_event(&session, SessionState::Start, start)
             .await?;
+        let pre_charge_s = config.pre_charge_ms as f64 / 1000.0;
         self.update(|v| {
             v.state = "roasting";
             v.session = Some(session.clone());
             v.profile = Some(profile.clone());
             v.seq = 0;
-            v.roast_s = 0.0;
+            v.roast_s = -pre_charge_s;
         });
 
-        let charge = tokio::time::Instant::now();
+        // The samples' clock: `t_ms` counts from the start of logging.
+        let logging_started = tokio::time::Instant::now();
         let mut frame: Vec<Point> = Vec::with_capacity(self.spec.frame);
         let mut seq = 0u64;
         let outcome = loop {
             let Some(sample) = sim.next_sample() else {
                 break Ok(());
             };
-            let due = charge
+            let due = logging_started
                 + Duration::from_secs_f64(sample.t_ms as f64 / 1000.0 / self.spec.acceleration);
             tokio::select! {
                 () = tokio::time::sleep_until(due) => {}
@@ -472,7 +488,7 @@ impl Roaster {
                 v.seq = seq;
                 v.bt = Some(sample.bt);
                 v.et = Some(sample.et);
-                v.roast_s = sample.t_ms as f64 / 1000.0;
+                v.roast_s = sample.t_ms as f64 / 1000.0 - pre_charge_s;
             });
         };
         // What was sampled is published even when the roast is cut short.
@@ -480,7 +496,8 @@ impl Roaster {
         let mut end = serde_json::Map::new();
         match &outcome {
             Ok(()) => {
-                // The engine's own events: ground truth for event inference to be scored on.
+                // The engine's own events: ground truth for event inference to be scored on,
+                // `t_ms` on the points' clock (since the first point, the start of logging).
                 let events = serde_json::to_value(sim.events()).unwrap_or_default();
                 end.insert("events".into(), events);
                 crate::metrics::roast_completed();

@@ -1,7 +1,8 @@
 //! The sim-publisher service: fleets of simulated roasters, each backed by sim-twin's engine,
 //! publishing the device contract over MQTT exactly as real roasters do — session start,
-//! telemetry at the sample interval (real time or accelerated), session end carrying the
-//! engine's own roast events as ground truth. `simcorp up` starts a small default fleet so a
+//! telemetry at the sample interval (real time or accelerated) from the preheated, empty drum
+//! before charge (`pre_charge_secs`) to the drop, session end carrying the engine's own roast
+//! events as ground truth. `simcorp up` starts a small default fleet so a
 //! newcomer sees live roasts at once; the HTTP API starts, inspects and stops fleets.
 //!
 //! Not here: the physics (`sim_engine`) or load measurement (the `loadtest` harness).

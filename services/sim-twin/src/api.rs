@@ -75,6 +75,8 @@ impl SimulateRequest {
             sample_interval_ms: self
                 .sample_interval_ms
                 .unwrap_or(defaults.sample_interval_ms),
+            // Not offered over HTTP yet: a roast from its charge, as before.
+            pre_charge_ms: defaults.pre_charge_ms,
         })
     }
 }

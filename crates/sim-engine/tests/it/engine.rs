@@ -51,6 +51,10 @@ fn invalid_inputs_are_refused_with_the_reason() {
     check_refused(|c| c.profile.drop_bt_c = 300.0, "drop_bt_c 300");
     check_refused(|c| c.profile.max_duration_s = 7200.0, "max_duration_s 7200");
     check_refused(|c| c.profile.max_duration_s = 0.0, "max_duration_s 0");
+    check_refused(
+        |c| c.pre_charge_ms = 600_001,
+        "pre_charge_ms 600001 is not within 0..=600000",
+    );
 }
 
 #[test]
@@ -163,4 +167,24 @@ fn the_worst_case_sample_count_bounds_every_roast() {
         long.max_samples() - 1,
         "an hour at 100 ms: every grid sample, the last of them the drop"
     );
+    // Logged from ten minutes before charge, with a charge and a time limit off the grids.
+    long.pre_charge_ms = 600_000;
+    assert_eq!(
+        simulate(&long).unwrap().samples.len() as u64,
+        long.max_samples() - 1,
+        "ten minutes more at 100 ms"
+    );
+    for (pre_charge_ms, max_duration_s) in [(990, 1.001), (999, 599.95), (12_345, 600.0)] {
+        for interval in [100, 1000, 7000] {
+            let mut c = long.clone();
+            c.pre_charge_ms = pre_charge_ms;
+            c.profile.max_duration_s = max_duration_s;
+            c.sample_interval_ms = interval;
+            let n = simulate(&c).unwrap().samples.len() as u64;
+            assert!(
+                n <= c.max_samples(),
+                "{pre_charge_ms} ms, {max_duration_s} s, every {interval} ms: {n}"
+            );
+        }
+    }
 }

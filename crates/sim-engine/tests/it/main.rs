@@ -1,5 +1,6 @@
 //! The engine's specification: determinism, realism over every built-in profile and a range of
-//! batches and seeds, and golden roasts pinned byte for byte.
+//! batches and seeds, the logging of the empty drum before charge, and golden roasts pinned byte
+//! for byte.
 //!
 //! Golden files (`tests/golden/*.json`) pin whole roasts. A deliberate change to the model or the
 //! built-in profiles changes them: regenerate with
@@ -11,6 +12,7 @@
 mod determinism;
 mod engine;
 mod golden;
+mod pre_charge;
 mod realism;
 
 use sim_engine::{Event, EventKind, Roast, RoastConfig, builtin_profile};

@@ -127,7 +127,8 @@ async fn a_fleet_publishes_whole_roasts_in_the_device_contract() {
         assert_eq!(d.starts.len(), 1, "{device_id}");
         let session = &d.starts[0].session;
         assert_eq!(&d.ends[0].session, session);
-        // A roast of 10-14 minutes at 1 sample/s, numbered 0..n in order.
+        // A roast of 10-14 minutes at 1 sample/s after the default 30 s of the empty drum
+        // before charge, numbered 0..n in order.
         let seqs: Vec<u64> = d.points.iter().map(|p| p.seq).collect();
         assert_eq!(
             seqs,
@@ -135,7 +136,7 @@ async fn a_fleet_publishes_whole_roasts_in_the_device_contract() {
             "{device_id}"
         );
         assert!(
-            (600..=840).contains(&seqs.len()),
+            (30 + 600..=30 + 840).contains(&seqs.len()),
             "{device_id}: {} points",
             seqs.len()
         );
@@ -150,6 +151,24 @@ async fn a_fleet_publishes_whole_roasts_in_the_device_contract() {
         assert_eq!(kinds.first(), Some(&"charge"), "{kinds:?}");
         assert_eq!(kinds.last(), Some(&"drop"), "{kinds:?}");
         assert!(kinds.contains(&"first_crack"), "{kinds:?}");
+        // Logged from 30 s before charge (the events' clock is the points': since the first):
+        // the empty drum's BT is flat at its charge value, then breaks downward.
+        assert_eq!(events[0]["t_ms"], 30_000, "{events:?}");
+        let charge_bt = events[0]["bt"].as_f64().unwrap();
+        let bt = |p: &model::Point| p.channels.bt.unwrap();
+        for p in &d.points[..30] {
+            assert!(
+                (bt(p) - charge_bt).abs() < 0.4,
+                "{device_id}: BT {} at seq {} before charge, {charge_bt} at charge",
+                bt(p),
+                p.seq
+            );
+        }
+        assert!(
+            bt(&d.points[33]) < charge_bt - 5.0,
+            "{device_id}: BT {} 3 s after charge at {charge_bt}",
+            bt(&d.points[33])
+        );
         assert_eq!(d.starts[0].metadata["simulator"], "sim-twin");
         // analytics' reference of the profile it roasts.
         let profile = d.starts[0].metadata["profile"].as_str().unwrap();
@@ -250,6 +269,8 @@ async fn bad_fleets_are_refused_with_a_reason() {
         (json!({"acceleration": -1.0}), "acceleration"),
         (json!({"device_prefix": "bad/prefix"}), "device_prefix"),
         (json!({"roasterz": 2}), "roasterz"),
+        (json!({"pre_charge_secs": -1.0}), "pre_charge_secs"),
+        (json!({"pre_charge_secs": 601.0}), "pre_charge_secs"),
         (json!({"roasters": 1_000_000}), "limit"),
     ] {
         let resp = http

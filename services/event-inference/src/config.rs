@@ -49,7 +49,7 @@ impl Default for Settings {
         Settings {
             http: HttpSettings::default(),
             catch_up_url: "http://127.0.0.1:4001".into(),
-            catch_up_points_per_sec: 10_000,
+            catch_up_points_per_sec: 5_000,
             catch_up_window_secs: 3600,
             replicas: 1,
             replica: 0,

@@ -27,7 +27,7 @@ pub const ENV_PREFIX: &str = "SIMCORP_";
 /// of them from the `simcorp` command's registry ([`Sources::services`]).
 pub const SHARED_SECTIONS: &[&str] = &[
     "log", "otel", "runtime", "mqtt", "postgres", "sqlite", "store", "redis", "pipeline", "broker",
-    "loadtest",
+    "loadtest", "hsm",
 ];
 
 /// Top-level settings shared by the whole platform (not in a section).

@@ -10,6 +10,7 @@
 //! so it can be benchmarked and fuzzed in isolation. See `docs/protocol.md` for the contract in
 //! prose.
 
+pub mod command;
 mod decode;
 mod event;
 pub mod invariants;
@@ -17,6 +18,7 @@ mod point;
 mod reject;
 mod topic;
 
+pub use command::{Ack, Command, Control, Outcome, Refusal};
 pub use decode::{Decoded, Limits, RejectedPoint, decode_session, decode_telemetry};
 pub use event::{RoastEvent, decode_event};
 pub use point::{Batch, Channels, DeadLetter, Point, SessionEvent, SessionState};

@@ -1,7 +1,8 @@
 //! `cargo xtask servers`: the shared PostgreSQL, Redis and Mosquitto the test suite expects,
 //! installed (the tests also start private instances from the same binaries) and answering on
-//! their ports; and the tools the tests run that are not servers (`promtool`, and Chromium with
-//! chromedriver for `testkit::browser`).
+//! their ports; and the tools the tests run that are not servers (`promtool`, Chromium with
+//! chromedriver for `testkit::browser`, SoftHSM2 for the `keys` crate, and pymodbus's Modbus
+//! server for driver-bridge).
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -118,6 +119,8 @@ pub(crate) fn ensure() -> Result<()> {
     install_missing()?;
     install_promtool()?;
     install_browser()?;
+    install_softhsm()?;
+    install_pymodbus()?;
 
     let mut started = Vec::new();
     for server in Server::ALL {
@@ -295,6 +298,89 @@ fn browser_program(name: &str) -> Option<PathBuf> {
         let p = Path::new("/usr/bin").join(name);
         p.is_file().then_some(p)
     })
+}
+
+/// SoftHSM2, the PKCS#11 module device and service keys live in during tests and development
+/// (the `keys` crate): its module and `softhsm2-util`, with which tests make their tokens.
+const SOFTHSM_PACKAGE: &str = "softhsm2";
+pub(crate) const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+fn install_softhsm() -> Result<()> {
+    let missing =
+        || cmd::find_program("softhsm2-util").is_none() || !Path::new(SOFTHSM_MODULE).is_file();
+    if missing() {
+        println!("SoftHSM2: not installed, installing package {SOFTHSM_PACKAGE}");
+        apt_install(&[SOFTHSM_PACKAGE])?;
+        if missing() {
+            bail!(
+                "SoftHSM2: still no softhsm2-util or {SOFTHSM_MODULE} after installing {SOFTHSM_PACKAGE}"
+            );
+        }
+    }
+    println!("SoftHSM2: installed ({SOFTHSM_MODULE})");
+    Ok(())
+}
+
+/// pymodbus from PyPI, the Modbus TCP server driver-bridge's tests talk to: pinned, in a
+/// virtual environment of its own beside the build cache, so that neither the system's Python
+/// (PEP 668 refuses `pip install` into it) nor a developer's is touched. testkit looks for its
+/// interpreter there (`testkit::modbus`).
+const PYMODBUS: &str = "pymodbus==3.11.4";
+
+pub(crate) fn python_venv() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/simcorp/venv")
+}
+
+fn install_pymodbus() -> Result<()> {
+    let venv = python_venv();
+    let python = venv.join("bin/python");
+    let has = |python: &Path| {
+        cmd::output(
+            Command::new(python).args(["-c", "import pymodbus; print(pymodbus.__version__)"]),
+        )
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let want = PYMODBUS.trim_start_matches("pymodbus==");
+    if has(&python).as_deref() == Some(want) {
+        println!("pymodbus: installed ({want}, {})", venv.display());
+        return Ok(());
+    }
+    let system = cmd::find_program("python3")
+        .ok_or_else(|| anyhow!("pymodbus: no python3 to make its environment with"))?;
+    if !python.is_file() {
+        println!(
+            "pymodbus: making a Python environment at {}",
+            venv.display()
+        );
+        if cmd::run(Command::new(&system).args(["-m", "venv"]).arg(&venv)).is_err() {
+            // Debian's python3 keeps venv (and ensurepip) in a package of its own.
+            apt_install(&["python3-venv"])?;
+            cmd::run(
+                Command::new(&system)
+                    .args(["-m", "venv", "--clear"])
+                    .arg(&venv),
+            )?;
+        }
+    }
+    println!("pymodbus: installing {PYMODBUS} from PyPI");
+    cmd::run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        PYMODBUS,
+    ]))?;
+    match has(&python) {
+        Some(v) if v == want => {
+            println!("pymodbus: installed ({v}, {})", venv.display());
+            Ok(())
+        }
+        other => bail!("pymodbus: {PYMODBUS} not importable after installing it (found {other:?})"),
+    }
 }
 
 /// Stops a service a package started on installing, and keeps it from starting at boot.

@@ -25,8 +25,9 @@ const DOWN_AT: Duration = Duration::from_secs(60);
 const DOWN_FOR: Duration = Duration::from_secs(300);
 /// The standing target, reported against.
 const P95_TARGET_MS: f64 = 10.0;
-/// What only a catch-up that floods the store reaches.
-const FLOODED_MS: f64 = 5.0 * P95_TARGET_MS;
+/// What only a catch-up that floods the store reaches (the unpaced one: 268 ms); measured with
+/// the paced one, 12.6 ms on the CI machine, 57 ms with two builds running beside the drill.
+const FLOODED_MS: f64 = 10.0 * P95_TARGET_MS;
 
 /// `ingestion`'s binary: built beside ours by the workspace build the drills run on (a test
 /// only gets `CARGO_BIN_EXE_*` of its own package).

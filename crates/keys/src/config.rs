@@ -18,7 +18,8 @@ pub struct Config {
     /// The user PIN (`SIMCORP_HSM_PIN_FILE` reads it from a secret file); never serialized.
     #[serde(skip_serializing)]
     pub pin: Option<SecretString>,
-    /// The file keystore's directory, when `enabled` is false.
+    /// The file keystore's directory, when `enabled` is false; empty: `keys` under the
+    /// service's `data_dir` ([`Config::under`]).
     pub dir: PathBuf,
 }
 
@@ -29,7 +30,7 @@ impl Default for Config {
             module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
             token: "simcorp".into(),
             pin: None,
-            dir: PathBuf::from("data/keys"),
+            dir: PathBuf::new(),
         }
     }
 }
@@ -52,12 +53,19 @@ impl Config {
             if self.pin.is_none() {
                 return Err("hsm.pin: required when hsm.enabled = true (SIMCORP_HSM_PIN_FILE names a file holding it)".into());
             }
-        } else if self.dir.as_os_str().is_empty() {
-            return Err(
-                "hsm.dir: the file keystore's directory is required when hsm.enabled = false"
-                    .into(),
-            );
         }
         Ok(())
+    }
+
+    /// This configuration with an empty `dir` made `<data_dir>/keys`, and a relative one taken
+    /// under `data_dir`: a service's keys live with the rest of its state.
+    pub fn under(&self, data_dir: &std::path::Path) -> Config {
+        let mut out = self.clone();
+        out.dir = if self.dir.as_os_str().is_empty() {
+            data_dir.join("keys")
+        } else {
+            data_dir.join(&self.dir)
+        };
+        out
     }
 }

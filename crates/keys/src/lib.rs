@@ -22,6 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 pub use config::Config;
+pub use hsm::PrivateKeyAttributes;
 pub use model::command::Signature;
 
 /// An Ed25519 public key (32 bytes).
@@ -94,6 +95,11 @@ impl Keystore {
     /// Opens the keystore `config` names: the HSM when `enabled`, else the file keystore.
     pub fn open(config: &Config) -> Result<Keystore, KeyError> {
         config.validate().map_err(KeyError::Config)?;
+        if !config.enabled && config.dir.as_os_str().is_empty() {
+            return Err(KeyError::Config(
+                "hsm.dir: no directory for the file keystore (services take `keys` under their data_dir)".into(),
+            ));
+        }
         let backend = if config.enabled {
             Backend::Hsm(hsm::HsmKeystore::open(config)?)
         } else {
@@ -155,6 +161,20 @@ impl Keystore {
         match &*self.0 {
             Backend::File(f) => f.destroy(label),
             Backend::Hsm(h) => h.destroy(label),
+        }
+    }
+
+    /// The security attributes the token reports for the private half of `label` (sensitive,
+    /// not extractable, its value unreadable), for audits and tests; `None` if there is no such
+    /// key. An error for the file keystore, whose keys have no such attributes.
+    pub fn hsm_attributes(&self, label: &str) -> Result<Option<PrivateKeyAttributes>, KeyError> {
+        check_label(label)?;
+        match &*self.0 {
+            Backend::File(f) => Err(KeyError::Config(format!(
+                "key {label} is in a file keystore ({}), not an HSM: it has no PKCS#11 attributes",
+                f.dir().display()
+            ))),
+            Backend::Hsm(h) => h.private_key_attributes(label),
         }
     }
 

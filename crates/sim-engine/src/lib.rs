@@ -358,6 +358,35 @@ pub struct Simulation {
     events: Vec<Event>,
     /// Events up to the last sample; later ones (at most one step ahead) are not shown yet.
     visible: usize,
+    /// Settings given by [`Simulation::set_control`], in place of the profile's from then on:
+    /// a driven simulation (driver-bridge's `sim` driver) obeys commands. All `None` — the
+    /// profile alone — keeps a roast identical to one simulated without them.
+    overrides: Overrides,
+}
+
+/// A control a driven simulation can be told to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Control {
+    Gas,
+    Air,
+    Drum,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Overrides {
+    gas: Option<f64>,
+    air: Option<f64>,
+    drum: Option<f64>,
+}
+
+impl Overrides {
+    fn apply(&self, mut step: ControlStep) -> ControlStep {
+        step.gas = self.gas.unwrap_or(step.gas);
+        step.air = self.air.unwrap_or(step.air);
+        step.drum = self.drum.unwrap_or(step.drum);
+        step
+    }
 }
 
 const WINDOW_STEPS: usize = (ROR_WINDOW_MS / STEP_MS) as usize;
@@ -452,6 +481,7 @@ impl Simulation {
             finished: false,
             events: vec![charge],
             visible: 0,
+            overrides: Overrides::default(),
         })
     }
 
@@ -466,7 +496,7 @@ impl Simulation {
         let logged = self.next_sample_ms;
         if logged < self.pre_charge_ms {
             self.next_sample_ms = logged + self.interval_ms;
-            let controls = self.profile.controls_at(0);
+            let controls = self.controls_at(0);
             return Some(
                 self.idle
                     .sample(logged, self.pre_charge_ms - logged, controls),
@@ -500,7 +530,7 @@ impl Simulation {
         } else {
             self.events.partition_point(|e| e.t_ms <= logged_t_ms)
         };
-        let controls = self.profile.controls_at(t_ms);
+        let controls = self.controls_at(t_ms);
         Some(Sample {
             t_ms: logged_t_ms,
             bt: round2(readings.bt + self.noise.sensor(physics::BT_NOISE_C)),
@@ -522,6 +552,28 @@ impl Simulation {
         &self.profile
     }
 
+    /// Sets `control` to `value` (% of its range, clamped to 0–100) in place of the profile's
+    /// setting, from the next integration step to the end of the roast: what an operator's
+    /// command does to a real roaster. Deterministic like everything else here: the same seed
+    /// and the same overrides at the same samples give the same roast.
+    pub fn set_control(&mut self, control: Control, value: f64) {
+        let value = if value.is_finite() {
+            value.clamp(0.0, 100.0)
+        } else {
+            return;
+        };
+        match control {
+            Control::Gas => self.overrides.gas = Some(value),
+            Control::Air => self.overrides.air = Some(value),
+            Control::Drum => self.overrides.drum = Some(value),
+        }
+    }
+
+    /// The controls in effect `t_ms` after charge: the profile's, overridden where told.
+    fn controls_at(&self, t_ms: u64) -> ControlStep {
+        self.overrides.apply(self.profile.controls_at(t_ms))
+    }
+
     /// Since charge.
     fn t_ms(&self) -> u64 {
         self.step * STEP_MS
@@ -529,7 +581,7 @@ impl Simulation {
 
     /// One integration step, and the events it reveals.
     fn advance(&mut self) {
-        let controls = self.profile.controls_at(self.t_ms());
+        let controls = self.controls_at(self.t_ms());
         self.model.step(&controls, STEP_MS as f64 / 1000.0);
         self.step += 1;
         self.prev = self.current;

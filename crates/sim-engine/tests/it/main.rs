@@ -10,6 +10,7 @@
 #![allow(unreachable_pub)] // Helpers are shared between the modules of this one binary.
 
 mod determinism;
+mod driven;
 mod engine;
 mod golden;
 mod pre_charge;

@@ -57,10 +57,19 @@ pub static ANALYTICS: Domain = Domain {
     sqlite: sqlx::migrate!("../../migrations/analytics/sqlite"),
 };
 
+/// Commands and their lifecycle, the audit log and device keys: what the command service stores.
+pub static COMMANDS: Domain = Domain {
+    name: "commands",
+    history_table: "_sqlx_migrations_commands",
+    sqlite_file: "commands.db",
+    postgres: sqlx::migrate!("../../migrations/commands/postgres"),
+    sqlite: sqlx::migrate!("../../migrations/commands/sqlite"),
+};
+
 /// Every domain, in the order [`migrate_all`] applies them. A new domain `x` is one entry:
 /// `&X` with `name: "x"`, `history_table: "_sqlx_migrations_x"`, `sqlite_file: "x.db"` and the
 /// two `sqlx::migrate!("../../migrations/x/…")` folders.
-static DOMAINS: &[&Domain] = &[&TELEMETRY, &ANALYTICS];
+static DOMAINS: &[&Domain] = &[&TELEMETRY, &ANALYTICS, &COMMANDS];
 
 /// Every domain of the platform.
 pub fn domains() -> &'static [&'static Domain] {

@@ -24,11 +24,13 @@
 //! the service's job.
 
 mod analytics;
+mod commands;
 mod config;
 mod domain;
 mod durable;
 mod error;
 pub mod metrics;
+pub mod outbox;
 pub mod pg;
 mod pool;
 mod rows;
@@ -37,8 +39,14 @@ mod sqlite;
 use model::{Batch, Point};
 
 pub use analytics::{AnalyticsStore, ProfileInfo, StoredProfile};
+pub use commands::{
+    AuditEntry, ChainReport, Changes, CommandRecord, CommandsStore, DeviceKey, GENESIS_HASH,
+    NewAudit,
+};
 pub use config::{MaintenanceConfig, PostgresConfig, SqliteConfig, Synchronous};
-pub use domain::{ANALYTICS, Domain, Migrated, MigrationTarget, TELEMETRY, domains, migrate_all};
+pub use domain::{
+    ANALYTICS, COMMANDS, Domain, Migrated, MigrationTarget, TELEMETRY, domains, migrate_all,
+};
 pub use durable::{Destination, DurableStore, Written};
 pub use error::{Backend, ErrorKind, StoreError};
 pub use pg::PgStore;

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // A panic is how a test and its helpers report failure.
 
 mod analytics;
+mod commands;
 mod common;
 mod durable;
 mod migrations;

@@ -6,12 +6,15 @@ use kit::service::Entry;
 
 /// In start order: `simcorp up` starts each once the ones before it are ready, and stops them in
 /// reverse. sim-publisher comes after the consumers (ingestion, event-inference, analytics) because a
-/// broker drops what is published before anyone subscribed.
+/// broker drops what is published before anyone subscribed; driver-bridge after command, whose
+/// signing key it trusts and where it registers its devices' keys.
 pub(crate) const SERVICES: &[Entry] = &[
     Entry::of::<sim_twin::SimTwin>(),
     Entry::of::<ingestion::Ingestion>(),
     Entry::of::<event_inference::EventInference>(),
     Entry::of::<analytics::Analytics>(),
+    Entry::of::<command::CommandService>(),
+    Entry::of::<driver_bridge::DriverBridge>(),
     Entry::of::<sim_publisher::SimPublisher>(),
 ];
 

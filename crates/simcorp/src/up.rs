@@ -86,6 +86,7 @@ pub(crate) async fn run(sources: Sources, fleet: bool) -> anyhow::Result<()> {
             sources.defaults.extend((entry.local_defaults)());
         }
     }
+    sources.defaults.extend(demo_commands());
     let platform: Platform = kit::config::load(&sources)?;
     // The embedded broker runs unless a broker was given (flag, environment or file).
     let embedded = kit::config::figment::<Platform>(&sources)?
@@ -267,6 +268,7 @@ fn print_banner(
     let mut ingestion = None;
     let mut events = None;
     let mut view = None;
+    let mut command = None;
     for (name, addr) in services {
         let about = crate::registry::find(name).map_or("", |e| e.about);
         text.push_str(&format!("  {name:<w$}http://{addr}   {about}\n"));
@@ -274,6 +276,7 @@ fn print_banner(
             "ingestion" => ingestion = Some(addr),
             "event-inference" => events = Some(addr),
             "analytics" => view = Some(addr),
+            "command" => command = Some(addr),
             _ => {}
         }
     }
@@ -313,8 +316,51 @@ fn print_banner(
              \n  curl http://{addr}/sessions/<session>/predictions\n"
         ));
     }
+    if let Some(addr) = command {
+        text.push_str(&format!(
+            "\nCommand a roaster (driver-bridge drives sim-bridge-1; watch its curve in the view):\
+             \n  curl -H 'Authorization: Bearer demo-operator' -H 'Content-Type: application/json' \\\
+             \n    http://{addr}/proposals -d '{{\"device_id\":\"sim-bridge-1\",\"control\":\"gas\",\"value\":40,\"reason\":\"slow the rise\"}}'\
+             \n  curl -X POST -H 'Authorization: Bearer demo-approver' http://{addr}/proposals/<id>/approve\
+             \n  curl http://{addr}/proposals/<id>/history   (tokens: demo-operator, demo-approver, demo-admin)\n"
+        ));
+    }
     text.push_str("\nCtrl-C stops everything.\n");
     println!("{text}");
+}
+
+/// The demo's people and its driver: `simcorp up` is the one place whose command service takes
+/// tokens nobody chose (it listens on loopback only), so that a newcomer can propose a gas change
+/// as the operator, approve it as the approver, and watch driver-bridge's simulated roaster
+/// answer. driver-bridge registers its device keys with them and trusts command's key.
+pub(crate) const DEMO_TOKENS: [(&str, &str, &[&str]); 4] = [
+    ("demo-operator", "operator", &["operator"]),
+    ("demo-approver", "approver", &["approver"]),
+    ("demo-admin", "admin", &["admin"]),
+    ("demo-device", "driver-bridge", &["device"]),
+];
+
+fn demo_commands() -> Vec<(String, figment::value::Value)> {
+    let tokens: Vec<serde_json::Value> = DEMO_TOKENS
+        .iter()
+        .map(|(token, actor, roles)| serde_json::json!({"token": token, "actor": actor, "roles": roles}))
+        .collect();
+    let command = SERVICES
+        .iter()
+        .find(|e| e.name == "command")
+        .map(|e| format!("http://{}", SocketAddr::from((Ipv4Addr::LOCALHOST, e.port))));
+    let mut out = Vec::new();
+    if let Ok(tokens) = figment::value::Value::serialize(tokens) {
+        out.push(("command.tokens".to_owned(), tokens));
+    }
+    if let Some(url) = command {
+        out.push(("driver_bridge.command_url".to_owned(), url.into()));
+        out.push((
+            "driver_bridge.enrollment_token".to_owned(),
+            "demo-device".into(),
+        ));
+    }
+    out
 }
 
 /// Where to reach a listener from this host: its own address, or loopback for "every interface".

@@ -22,6 +22,7 @@
 
 pub mod browser;
 mod logs;
+pub mod modbus;
 mod mosquitto;
 mod otlp;
 mod postgres;
@@ -30,6 +31,7 @@ mod promtool;
 mod redis;
 pub mod roaster;
 mod service;
+pub mod softhsm;
 
 use std::future::Future;
 use std::io::Write as _;

@@ -63,6 +63,85 @@ impl Simcorp {
     }
 }
 
+async fn command_the_demo_roaster(ingestion: &str) {
+    let command = "http://127.0.0.1:3004";
+    let http = reqwest::Client::new();
+    let latest = format!("{ingestion}/devices/sim-bridge-1/latest");
+    let gas = |latest: &serde_json::Value| latest["point"]["channels"]["gas"].as_f64();
+    // Its current gas, from what it publishes; the command goes 10 points below it.
+    let current = testkit::eventually(
+        Duration::from_secs(30),
+        "driver-bridge's roaster publishing",
+        || {
+            let latest = latest.clone();
+            async move { gas(&reqwest::get(&latest).await.ok()?.json().await.ok()?) }
+        },
+    )
+    .await;
+    let target = (current - 10.0).max(0.0).round();
+    let proposal: serde_json::Value = testkit::eventually(
+        Duration::from_secs(30),
+        "the command service to take the proposal",
+        || {
+            let http = http.clone();
+            async move {
+                let r = http
+                    .post(format!("{command}/proposals"))
+                    .bearer_auth("demo-operator")
+                    .json(
+                        &serde_json::json!({"device_id": "sim-bridge-1", "control": "gas",
+                        "value": target, "reason": "slow the rise"}),
+                    )
+                    .send()
+                    .await
+                    .ok()?;
+                // 422 until it has seen the roaster's session and current gas.
+                (r.status() == 201).then_some(r.json().await.ok()?)
+            }
+        },
+    )
+    .await;
+    let id = proposal["id"].as_str().unwrap().to_owned();
+    let approved = http
+        .post(format!("{command}/proposals/{id}/approve"))
+        .bearer_auth("demo-approver")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        approved.status().is_success(),
+        "{:?}",
+        approved.text().await
+    );
+    let url = format!("{command}/proposals/{id}");
+    let done: serde_json::Value =
+        testkit::eventually(Duration::from_secs(30), "the command acked", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let p: serde_json::Value = http
+                    .get(&url)
+                    .bearer_auth("demo-operator")
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                matches!(p["state"].as_str(), Some("acked" | "failed" | "timed_out")).then_some(p)
+            }
+        })
+        .await;
+    assert_eq!(done["state"], "acked", "{done}");
+    testkit::eventually(Duration::from_secs(30), "the new gas in telemetry", || {
+        let latest = latest.clone();
+        async move {
+            let g = gas(&reqwest::get(&latest).await.ok()?.json().await.ok()?)?;
+            ((g - target).abs() < 1e-9).then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn up_runs_the_platform_on_embedded_defaults() {
     let data = tempfile::tempdir().unwrap();
@@ -140,7 +219,13 @@ async fn up_runs_the_platform_on_embedded_defaults() {
         "{active:?}"
     );
 
+    // A newcomer closes the loop: propose a gas change as the demo operator, approve it as the
+    // demo approver; driver-bridge's simulated roaster verifies it, applies it and acknowledges
+    // it, and its telemetry shows the new setting.
+    command_the_demo_roaster(&up.http).await;
+
     let banner = up.stop().await;
+    assert!(banner.contains("demo-approver"), "{banner}");
     assert!(
         banner.contains(&format!("mqtt://127.0.0.1:{broker_port}")),
         "{banner}"

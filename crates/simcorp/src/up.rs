@@ -320,7 +320,7 @@ fn print_banner(
         text.push_str(&format!(
             "\nCommand a roaster (driver-bridge drives sim-bridge-1; watch its curve in the view):\
              \n  curl -H 'Authorization: Bearer demo-operator' -H 'Content-Type: application/json' \\\
-             \n    http://{addr}/proposals -d '{{\"device_id\":\"sim-bridge-1\",\"control\":\"gas\",\"value\":40,\"reason\":\"slow the rise\"}}'\
+             \n    http://{addr}/proposals -d '{{\"device_id\":\"sim-bridge-1\",\"control\":\"gas\",\"value\":80,\"reason\":\"slow the rise\"}}'\
              \n  curl -X POST -H 'Authorization: Bearer demo-approver' http://{addr}/proposals/<id>/approve\
              \n  curl http://{addr}/proposals/<id>/history   (tokens: demo-operator, demo-approver, demo-admin)\n"
         ));

@@ -97,6 +97,9 @@ pub struct RunConfig {
     pub ramp: Option<RampConfig>,
     /// A progress bar (or status lines) on stderr.
     pub progress: bool,
+    /// Sign every message with a per-device Ed25519 key, registered in the device key
+    /// registry of `postgres` before the first one (for ingestion's `require_signed_*`).
+    pub sign: bool,
 }
 
 impl RunConfig {
@@ -117,8 +120,32 @@ impl RunConfig {
             source: Source::Engine { seed: 1 },
             ramp: None,
             progress: true,
+            sign: false,
         }
     }
+}
+
+/// Registers the devices' keys as the command service would (audited, `active`).
+async fn register_keys(postgres: &str, keys: &[(String, String, String)]) -> Result<(), Error> {
+    let registry = store::CommandsStore::postgres(postgres, &store::PostgresConfig::default())
+        .await
+        .map_err(|e| Error::Config(format!("the device key registry: {e}")))?;
+    for (device, key_id, public) in keys {
+        let audit = store::NewAudit {
+            ts_ms: model::now_ms(),
+            actor: "loadtest".into(),
+            action: "key_registered".into(),
+            subject: format!("{device}/{key_id}"),
+            reason: "a load test's device".into(),
+            detail: "{}".into(),
+        };
+        registry
+            .add_device_key(device, key_id, public, &audit)
+            .await
+            .map_err(|e| Error::Config(format!("registering {device}'s key: {e}")))?;
+    }
+    registry.close().await;
+    Ok(())
 }
 
 /// Plans, publishes, watches, verifies and judges one run.
@@ -195,9 +222,13 @@ pub async fn run(config: &RunConfig) -> Result<Report, Error> {
             connections: config.connections,
             connect_timeout: Duration::from_secs(10),
             ack_timeout: config.ack_timeout,
+            sign: config.sign,
         },
     )
     .await?;
+    if config.sign {
+        register_keys(&config.postgres, &fleet.device_keys()).await?;
+    }
     fleet.start_sessions().await?;
 
     let pace = PaceControl::new(config.ramp.as_ref().map_or(plan.rate, |r| r.start));

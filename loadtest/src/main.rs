@@ -115,6 +115,11 @@ struct RunArgs {
     /// Publisher MQTT connections; sessions are spread over them.
     #[arg(long, env = "SIMCORP_LOADTEST_CONNECTIONS", default_value_t = 8)]
     connections: u32,
+    /// Sign every message with a per-device Ed25519 key registered in --postgres's device key
+    /// registry (docs/protocol.md, "Signed messages"): run ingestion with
+    /// `require_signed_telemetry` to measure what verifying costs.
+    #[arg(long)]
+    sign: bool,
     /// Where to write the JSON report.
     #[arg(
         long,
@@ -239,6 +244,7 @@ async fn run(args: RunArgs) -> anyhow::Result<Verdict> {
     config.sessions = args.sessions;
     config.frame = args.frame;
     config.connections = args.connections;
+    config.sign = args.sign;
     config.run_id = args.run_id;
     config.verify.deadline = args.verify_deadline;
     config.verify.settle = args.settle;

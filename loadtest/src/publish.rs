@@ -29,6 +29,9 @@ pub struct PublishConfig {
     pub connect_timeout: Duration,
     /// How long to wait for the broker's PUBACKs, at the start and at the end of the run.
     pub ack_timeout: Duration,
+    /// Sign every message with its device's key (docs/protocol.md, "Signed messages"), as
+    /// driver-bridge does with `sign_telemetry`; [`Fleet::device_keys`] are to be registered.
+    pub sign: bool,
 }
 
 /// What was published and what the broker acknowledged.
@@ -130,6 +133,10 @@ impl Fleet {
                         session: session_id(run_id, n),
                         topic: Topic::format(&device_id(run_id, n), TopicKind::Telemetry),
                         curve: source.session(n)?,
+                        // In memory: each of the devices the harness plays has its own.
+                        key: config.sign.then(|| {
+                            ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>())
+                        }),
                     })
                 })
                 .collect::<Result<Vec<Slot>, Error>>()?;
@@ -192,6 +199,23 @@ impl Fleet {
             .map(|p| p.stats().ack_latency())
             .collect();
         Ok(())
+    }
+
+    /// `(device_id, key_id, base64 public key)` of every device that signs.
+    pub fn device_keys(&self) -> Vec<(String, String, String)> {
+        use base64::Engine as _;
+        self.workers
+            .iter()
+            .flat_map(|w| &w.slots)
+            .filter_map(|s| {
+                let public = s.key.as_ref()?.verifying_key().to_bytes();
+                Some((
+                    s.device_id.clone(),
+                    s.device_id.clone(),
+                    base64::engine::general_purpose::STANDARD.encode(public),
+                ))
+            })
+            .collect()
     }
 
     pub fn live(&self) -> Live {
@@ -373,6 +397,28 @@ struct Slot {
     session: String,
     topic: String,
     curve: SessionCurve,
+    key: Option<ed25519_dalek::SigningKey>,
+}
+
+impl Slot {
+    /// `body` as this device sends it on `topic`: with its signature line when it signs. The
+    /// signature is made after the points' `ts`, so publish→commit includes it.
+    fn payload(&self, topic: &str, body: Vec<u8>) -> Vec<u8> {
+        use ed25519_dalek::Signer as _;
+        match &self.key {
+            None => body,
+            Some(key) => {
+                let sig = key.sign(&model::signed::signed_bytes(topic, &body));
+                model::signed::append(
+                    &body,
+                    &model::signed::MessageSignature {
+                        key_id: self.device_id.clone(),
+                        sig: sig.to_bytes(),
+                    },
+                )
+            }
+        }
+    }
 }
 
 /// One connection's sessions, published round-robin (one message each in turn), so that its
@@ -442,10 +488,13 @@ impl Worker {
                 received_ms: 0,
             })
             .collect();
-        let payload = match points.as_slice() {
-            [one] => one.to_json(),
-            many => Point::frame_json(many),
-        };
+        let payload = slot.payload(
+            &slot.topic,
+            match points.as_slice() {
+                [one] => one.to_json(),
+                many => Point::frame_json(many),
+            },
+        );
         self.publisher
             .publish(slot.topic.clone(), QoS::AtLeastOnce, payload)
             .await?;
@@ -470,9 +519,10 @@ async fn publish_session_events(worker: &Worker, state: SessionState) -> Result<
             received_ms: 0,
         };
         let topic = Topic::format(&slot.device_id, TopicKind::Session);
+        let payload = slot.payload(&topic, event.to_json());
         worker
             .publisher
-            .publish(topic, QoS::AtLeastOnce, event.to_json())
+            .publish(topic, QoS::AtLeastOnce, payload)
             .await?;
         count += 1;
     }

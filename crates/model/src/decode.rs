@@ -71,6 +71,8 @@ pub fn decode_telemetry(
     limits: &Limits,
 ) -> Result<Decoded, Rejection> {
     check_size(payload, limits)?;
+    // A signature line is the receiver's to check (crate::signed).
+    let payload = crate::signed::split(payload).0;
     let ctx = Ctx {
         device_id,
         received_ms,
@@ -120,6 +122,7 @@ pub fn decode_session(
     limits: &Limits,
 ) -> Result<SessionEvent, Rejection> {
     check_size(payload, limits)?;
+    let payload = crate::signed::split(payload).0;
     let ctx = Ctx {
         device_id,
         received_ms,

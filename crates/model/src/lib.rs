@@ -16,6 +16,7 @@ mod event;
 pub mod invariants;
 mod point;
 mod reject;
+pub mod signed;
 mod topic;
 
 pub use command::{Ack, Command, Control, Outcome, Refusal};

@@ -62,6 +62,10 @@ pub enum Rejection {
         "device is over its limit of {points_per_sec} points/s: its messages are shed until it slows down"
     )]
     RateLimited { points_per_sec: u32 },
+    #[error("the message is not signed; this platform requires its devices to sign {0} messages")]
+    Unsigned(&'static str),
+    #[error("signature refused: {0}")]
+    BadSignature(String),
 }
 
 impl Rejection {
@@ -89,6 +93,8 @@ impl Rejection {
             Rejection::OutOfRange { .. } => "out_of_range",
             Rejection::NulCharacter(_) => "nul_character",
             Rejection::RateLimited { .. } => "rate_limited",
+            Rejection::Unsigned(_) => "unsigned",
+            Rejection::BadSignature(_) => "bad_signature",
         }
     }
 
@@ -115,6 +121,8 @@ impl Rejection {
         "out_of_range",
         "nul_character",
         "rate_limited",
+        "unsigned",
+        "bad_signature",
     ];
 }
 

@@ -513,6 +513,20 @@ impl CommandsStore {
         })
     }
 
+    /// Every key that may sign for its device: `active` ones, and `pending` ones in their
+    /// overlap window.
+    pub async fn usable_keys(&self) -> Result<Vec<DeviceKey>, StoreError> {
+        on_backend!(self, reader, |db, err, lock| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {KEY_COLUMNS} FROM device_keys WHERE state IN ('active', 'pending') \
+                 ORDER BY device_id, created_ms, key_id"
+            )))
+            .fetch_all(db)
+            .await
+            .map_err(err)
+        })
+    }
+
     pub async fn device_key(
         &self,
         device_id: &str,

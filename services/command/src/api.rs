@@ -257,6 +257,9 @@ async fn verify(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Verif
 struct NewKey {
     key_id: String,
     public_key: String,
+    /// Where the private key was made and lives (`keys::Keystore::describe`), for the audit.
+    #[serde(default)]
+    keystore: Option<String>,
 }
 
 async fn register_key(
@@ -269,7 +272,13 @@ async fn register_key(
     let k = json(body)?;
     let key = api
         .app
-        .register_key(&caller, &device_id, &k.key_id, &k.public_key)
+        .register_key(
+            &caller,
+            &device_id,
+            &k.key_id,
+            &k.public_key,
+            k.keystore.as_deref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(key)))
 }

@@ -696,6 +696,7 @@ impl App {
         device_id: &str,
         key_id: &str,
         public_key: &str,
+        keystore: Option<&str>,
     ) -> Result<store::DeviceKey, ApiErr> {
         caller.require(&[Role::Device, Role::Admin], "register a device key")?;
         if !model::valid_id(device_id) || !model::valid_id(key_id) {
@@ -711,7 +712,7 @@ impl App {
             "key_registered",
             &format!("{device_id}/{key_id}"),
             "",
-            serde_json::json!({ "public_key": pk.to_base64() }),
+            serde_json::json!({ "public_key": pk.to_base64(), "keystore": keystore }),
         );
         self.store
             .add_device_key(device_id, key_id, &pk.to_base64(), &a)

@@ -83,9 +83,16 @@ impl Caller {
     }
 }
 
-/// The configured tokens.
+/// The configured tokens, kept by their SHA-256 digest: a lookup's timing can only tell an
+/// attacker about digests, which say nothing of a token (no byte-by-byte guessing), and the
+/// tokens themselves are not kept in memory once loaded.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Tokens(Arc<HashMap<String, Caller>>);
+pub(crate) struct Tokens(Arc<HashMap<[u8; 32], Caller>>);
+
+fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,11 +142,7 @@ impl Tokens {
         let mut map = HashMap::new();
         for t in &entries {
             check_entry(t)?;
-            let token = t
-                .token
-                .as_ref()
-                .map(|s| s.expose_secret().to_owned())
-                .unwrap_or_default();
+            let token = digest(t.token.as_ref().map_or("", |s| s.expose_secret()));
             let caller = Caller {
                 actor: t.actor.clone(),
                 roles: t.roles.iter().filter_map(|r| Role::parse(r)).collect(),
@@ -175,7 +178,7 @@ impl Tokens {
                 )
             })?;
         self.0
-            .get(token)
+            .get(&digest(token))
             .cloned()
             .ok_or_else(|| ApiErr::unauthorized("unknown_token", "the token is not known"))
     }

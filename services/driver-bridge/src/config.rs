@@ -50,6 +50,9 @@ pub struct Settings {
     /// Most messages the on-disk outbox holds while the broker is unreachable; past it, new
     /// messages are dropped and counted. The default holds about an hour of 10 devices at 1 Hz.
     pub outbox_max_messages: u64,
+    /// Sign every telemetry frame with the device's key, as its session messages always are
+    /// (docs/protocol.md, "Signed messages"; the cost per frame is in docs/keys.md).
+    pub sign_telemetry: bool,
 }
 
 impl Default for Settings {
@@ -62,6 +65,7 @@ impl Default for Settings {
             command_url: None,
             enrollment_token: None,
             outbox_max_messages: 40_000,
+            sign_telemetry: false,
         }
     }
 }

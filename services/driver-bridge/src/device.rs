@@ -24,6 +24,8 @@ pub struct DeviceView {
     pub driver: &'static str,
     pub key_id: String,
     pub public_key: String,
+    /// Where the device's private key lives (`keys::Keystore::describe`).
+    pub keystore: String,
     /// `starting`, `sampling`, `unreachable` or `stopped`.
     pub state: &'static str,
     pub session: Option<String>,
@@ -80,6 +82,9 @@ pub struct DeviceLoop {
     pub outbox: Outbox,
     pub view: Arc<Mutex<DeviceView>>,
     pub controls: mpsc::Receiver<ControlRequest>,
+    /// Signs the device's session messages, and its telemetry when `sign_telemetry`.
+    pub key: keys::Key,
+    pub sign_telemetry: bool,
 }
 
 /// The loop's state apart from the driver, which is `Send` but not `Sync` (a Modbus client):
@@ -88,6 +93,8 @@ struct Core {
     id: String,
     outbox: Outbox,
     view: Arc<Mutex<DeviceView>>,
+    key: keys::Key,
+    sign_telemetry: bool,
 }
 
 struct Session {
@@ -104,12 +111,37 @@ impl Core {
 
     async fn push(&self, kind: TopicKind, payload: Vec<u8>) -> Result<(), OutboxError> {
         let topic = Topic::format(&self.id, kind);
+        let payload = if kind == TopicKind::Session || self.sign_telemetry {
+            self.signed(&topic, payload)
+        } else {
+            payload
+        };
         if self.outbox.push(&topic, &payload).await? == store::outbox::Pushed::Dropped {
             crate::metrics::outbox_dropped();
             tracing::warn!(device_id = %self.id, "outbox full: message dropped");
         }
         crate::metrics::outbox_depth(self.outbox.depth());
         Ok(())
+    }
+
+    /// `body` with the device's signature line. A key that cannot sign (an HSM gone away)
+    /// sends it unsigned: a platform requiring signatures keeps it as a dead letter, where it
+    /// is not lost.
+    fn signed(&self, topic: &str, body: Vec<u8>) -> Vec<u8> {
+        match self.key.sign(&model::signed::signed_bytes(topic, &body)) {
+            Ok(sig) => model::signed::append(
+                &body,
+                &model::signed::MessageSignature {
+                    key_id: self.key.label().to_owned(),
+                    sig,
+                },
+            ),
+            Err(error) => {
+                crate::metrics::signing_failed();
+                tracing::warn!(device_id = %self.id, %error, "could not sign a message; sending it unsigned");
+                body
+            }
+        }
     }
 
     async fn session_event(
@@ -139,8 +171,16 @@ impl DeviceLoop {
             outbox,
             view,
             mut controls,
+            key,
+            sign_telemetry,
         } = self;
-        let core = Core { id, outbox, view };
+        let core = Core {
+            id,
+            outbox,
+            view,
+            key,
+            sign_telemetry,
+        };
         core.run(&mut driver, interval, &mut controls, stop).await
     }
 }

@@ -116,6 +116,7 @@ impl Service for DriverBridge {
                 driver: d.driver.as_str(),
                 key_id: label,
                 public_key,
+                keystore: keystore.describe(),
                 state: "starting",
                 registered: settings.command_url.as_ref().map(|_| false),
                 ..DeviceView::default()
@@ -128,7 +129,7 @@ impl Service for DriverBridge {
             });
             handles.insert(d.id.clone(), handle.clone());
             ordered.push(handle);
-            identities.insert(d.id.clone(), Identity { key });
+            identities.insert(d.id.clone(), Identity { key: key.clone() });
             loops.push(DeviceLoop {
                 id: d.id.clone(),
                 driver,
@@ -136,6 +137,8 @@ impl Service for DriverBridge {
                 outbox: outbox.clone(),
                 view,
                 controls: rx,
+                key,
+                sign_telemetry: settings.sign_telemetry,
             });
         }
 
@@ -284,7 +287,11 @@ async fn enroll(
         let mut still = Vec::new();
         for d in pending {
             let v = d.view();
-            let body = serde_json::json!({"key_id": v.key_id, "public_key": v.public_key});
+            let body = serde_json::json!({
+                "key_id": v.key_id,
+                "public_key": v.public_key,
+                "keystore": v.keystore,
+            });
             let mut req = http
                 .post(format!("{base}/devices/{}/keys", v.id))
                 .json(&body);

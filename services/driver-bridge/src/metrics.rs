@@ -8,6 +8,7 @@ const COMMANDS: &str = "simcorp_driver_bridge_commands_total";
 const PUBLISHED: &str = "simcorp_driver_bridge_messages_published_total";
 const OUTBOX_DEPTH: &str = "simcorp_driver_bridge_outbox_messages";
 const OUTBOX_DROPPED: &str = "simcorp_driver_bridge_outbox_dropped_total";
+const SIGNING_FAILURES: &str = "simcorp_driver_bridge_signing_failures_total";
 const CONNECTED: &str = "simcorp_driver_bridge_mqtt_connected";
 
 pub(crate) fn sample(device: &str) {
@@ -33,6 +34,10 @@ pub(crate) fn outbox_depth(n: u64) {
 
 pub(crate) fn outbox_dropped() {
     counter!(OUTBOX_DROPPED).increment(1);
+}
+
+pub(crate) fn signing_failed() {
+    counter!(SIGNING_FAILURES).increment(1);
 }
 
 pub(crate) fn connected(up: bool) {
@@ -72,6 +77,12 @@ pub(crate) fn describe() {
         Unit::Count,
         "Messages dropped because the outbox was full."
     );
+    describe_counter!(
+        SIGNING_FAILURES,
+        Unit::Count,
+        "Messages sent unsigned because the device key could not sign (the HSM unavailable)."
+    );
+    counter!(SIGNING_FAILURES).increment(0);
     describe_gauge!(
         CONNECTED,
         Unit::Count,

@@ -13,13 +13,21 @@
 //!   DROP stored yet — those that ran, or ended, while this service was away. Their events are
 //!   published like any other; ingestion stores an event once, so one said twice costs nothing.
 //!
-//! Fetches run one at a time and are paced (`catch_up_points_per_sec`), so that catching up
-//! never competes with ingestion for more than a share of the database.
+//! The tracker alone decides what is read back (a session met both live and by the sweep is
+//! read once). Fetches run one at a time and are paced by what the live stream leaves of
+//! `catch_up_points_per_sec` (readings a second, live and read back together; at least a tenth
+//! of it): catching up takes a share of the store beside ingestion under full load, and speeds
+//! up as soon as the stream quiets.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use history::HistoryError;
 use roast::{Detected, Method};
+use tokio::sync::{Semaphore, mpsc};
 
-use crate::tracker::{History, Key};
+use crate::tracker::{History, Input, Key};
 
 /// Readings kept before the last stored event, to fill the detector's windows.
 const WARM_MS: i64 = 60_000;
@@ -87,4 +95,99 @@ pub(crate) async fn unfinished(
         }
     }
     Ok(out)
+}
+
+/// Fetches sessions' past readings in the background, one at a time and paced, and hands them
+/// to the detection task. A restart under load meets a thousand sessions mid-roast at once;
+/// fetched together they would take the store from ingestion.
+#[derive(Clone)]
+pub(crate) struct Fetcher {
+    source: Option<history::Source>,
+    tx: mpsc::Sender<Input>,
+    permit: Arc<Semaphore>,
+    pace: Arc<Pace>,
+}
+
+/// Readings a second read back: what the live stream leaves of the budget, at least a tenth.
+struct Pace {
+    budget: f64,
+    /// Live readings in the last second, set by the detection task.
+    live: AtomicU64,
+}
+
+impl Pace {
+    fn points_per_sec(&self) -> f64 {
+        let live = self.live.load(Ordering::Relaxed) as f64;
+        (self.budget - live).max(self.budget / 10.0)
+    }
+}
+
+impl Fetcher {
+    /// `budget`: readings a second, live and read back together.
+    pub(crate) fn new(
+        source: Option<history::Source>,
+        tx: mpsc::Sender<Input>,
+        budget: f64,
+    ) -> Self {
+        Fetcher {
+            source,
+            tx,
+            permit: Arc::new(Semaphore::new(1)),
+            pace: Arc::new(Pace {
+                budget,
+                live: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The live stream's readings in the last second.
+    pub(crate) fn live_rate(&self, readings: u64) {
+        self.pace.live.store(readings, Ordering::Relaxed);
+    }
+
+    pub(crate) fn fetch(&self, key: Key) {
+        let Some(source) = self.source.clone() else {
+            return;
+        };
+        let (tx, permit, pace) = (self.tx.clone(), self.permit.clone(), self.pace.clone());
+        tokio::spawn(async move {
+            // The semaphore is fair: sessions are read back in the order they were met.
+            let Ok(_permit) = permit.acquire_owned().await else {
+                return;
+            };
+            let input = match history(&source, &key).await {
+                Ok(history) => {
+                    crate::metrics::catch_up(true);
+                    // Hold the turn for as long as these readings are worth at the pace.
+                    let secs = history.readings.len() as f64 / pace.points_per_sec();
+                    tokio::time::sleep(Duration::from_secs_f64(secs.min(10.0))).await;
+                    Input::History(history)
+                }
+                Err(error) => {
+                    crate::metrics::catch_up(false);
+                    tracing::warn!(%error, device_id = %key.0, session_id = %key.1, "could not read a session's past; going on from now");
+                    Input::HistoryFailed { key }
+                }
+            };
+            let _ = tx.send(input).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catching_up_takes_what_the_live_stream_leaves_and_never_stops() {
+        let pace = Pace {
+            budget: 15_000.0,
+            live: AtomicU64::new(0),
+        };
+        assert_eq!(pace.points_per_sec(), 15_000.0);
+        pace.live.store(10_000, Ordering::Relaxed);
+        assert_eq!(pace.points_per_sec(), 5_000.0);
+        pace.live.store(40_000, Ordering::Relaxed);
+        assert_eq!(pace.points_per_sec(), 1_500.0);
+    }
 }

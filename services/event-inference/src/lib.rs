@@ -31,12 +31,13 @@ use std::time::{Duration, Instant};
 use kit::service::{Error, Lifecycle, Service, Spec};
 use model::{Limits, SessionState, Topic, TopicKind, decode_session, decode_telemetry};
 use mqtt::{Delivery, QoS, SessionMode};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, Settings, builtin_models};
 
-use crate::tracker::{Input, Key, Tracker};
+use crate::catch_up::Fetcher;
+use crate::tracker::{Input, Tracker};
 
 /// Roast events from the live stream: `simcorp serve event-inference`.
 pub struct EventInference;
@@ -93,14 +94,13 @@ async fn infer(config: Config, mut service: Lifecycle) -> Result<(), Error> {
         .map_err(|e| Error::start("connecting to PostgreSQL", e))?;
     let tracker: api::Shared =
         Arc::new(Mutex::new(Tracker::new(settings.clone(), source.is_some())));
-    let fetcher = Fetcher {
-        source: source.clone(),
-        tx: tx.clone(),
-        permit: Arc::new(Semaphore::new(1)),
-        points_per_sec: f64::from(settings.catch_up_points_per_sec),
-    };
+    let fetcher = Fetcher::new(
+        source.clone(),
+        tx.clone(),
+        f64::from(settings.catch_up_points_per_sec),
+    );
     {
-        let (tracker, publisher, fetcher) = (tracker.clone(), publisher.clone(), fetcher.clone());
+        let (tracker, publisher, fetcher) = (tracker.clone(), publisher.clone(), fetcher);
         service.spawn("detection", move |stop| {
             detect(rx, tracker, publisher, fetcher, stop)
         });
@@ -108,8 +108,9 @@ async fn infer(config: Config, mut service: Lifecycle) -> Result<(), Error> {
     if let Some(store) = source.clone() {
         let window_ms =
             i64::try_from(settings.catch_up_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let tx = tx.clone();
         service.spawn("the catch-up sweep", move |stop| async move {
-            sweep(store, fetcher, window_ms, stop).await;
+            sweep(store, tx, window_ms, stop).await;
             Ok::<_, Error>(())
         });
     }
@@ -186,10 +187,18 @@ async fn detect(
     stop: CancellationToken,
 ) -> Result<(), Error> {
     let mut evict = tokio::time::interval(Duration::from_secs(60));
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut readings_then = 0;
     loop {
         let input = tokio::select! {
             biased;
             () = stop.cancelled() => return Ok(()),
+            _ = second.tick() => {
+                let readings = tracker.lock().map_err(|_| poisoned())?.readings();
+                fetcher.live_rate(readings - readings_then);
+                readings_then = readings;
+                continue;
+            }
             _ = evict.tick() => {
                 let evicted = tracker.lock().map_err(|_| poisoned())?.evict_idle(Instant::now());
                 if evicted > 0 {
@@ -238,48 +247,13 @@ fn poisoned() -> Error {
     }
 }
 
-/// Fetches sessions' past readings in the background, one at a time and paced, and hands them
-/// to the detection task. A restart under load meets a thousand sessions mid-roast at once;
-/// fetched together they would take the store from ingestion.
-#[derive(Clone)]
-struct Fetcher {
-    source: Option<history::Source>,
+/// At start: the sessions that ran or ended while this service was away, handed to the tracker.
+async fn sweep(
+    store: history::Source,
     tx: mpsc::Sender<Input>,
-    permit: Arc<Semaphore>,
-    points_per_sec: f64,
-}
-
-impl Fetcher {
-    fn fetch(&self, key: Key) {
-        let Some(source) = self.source.clone() else {
-            return;
-        };
-        let (tx, permit, rate) = (self.tx.clone(), self.permit.clone(), self.points_per_sec);
-        tokio::spawn(async move {
-            let Ok(_permit) = permit.acquire_owned().await else {
-                return;
-            };
-            let input = match catch_up::history(&source, &key).await {
-                Ok(history) => {
-                    crate::metrics::catch_up(true);
-                    // Hold the turn for as long as these readings are worth at the paced rate.
-                    let secs = history.readings.len() as f64 / rate;
-                    tokio::time::sleep(Duration::from_secs_f64(secs.min(10.0))).await;
-                    Input::History(history)
-                }
-                Err(error) => {
-                    crate::metrics::catch_up(false);
-                    tracing::warn!(%error, device_id = %key.0, session_id = %key.1, "could not read a session's past; going on from now");
-                    Input::HistoryFailed { key }
-                }
-            };
-            let _ = tx.send(input).await;
-        });
-    }
-}
-
-/// At start: the sessions that ran or ended while this service was away.
-async fn sweep(store: history::Source, fetcher: Fetcher, window_ms: i64, stop: CancellationToken) {
+    window_ms: i64,
+    stop: CancellationToken,
+) {
     let since = model::now_ms().saturating_sub(window_ms);
     let unfinished = tokio::select! {
         found = catch_up::unfinished(&store, since) => found,
@@ -288,9 +262,7 @@ async fn sweep(store: history::Source, fetcher: Fetcher, window_ms: i64, stop: C
     match unfinished {
         Ok(keys) => {
             tracing::info!(sessions = keys.len(), "catching up sessions without a DROP");
-            for key in keys {
-                fetcher.fetch(key);
-            }
+            let _ = tx.send(Input::Unfinished(keys)).await;
         }
         Err(error) => {
             tracing::warn!(%error, "could not list the sessions to catch up; only live ones will be")

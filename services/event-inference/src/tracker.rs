@@ -33,6 +33,10 @@ pub(crate) enum Input {
     End {
         key: Key,
     },
+    /// Sessions the store shows running or ended while this service was away (the sweep at
+    /// start): caught up unless already known. The tracker alone decides what is fetched, so a
+    /// session met both live and by the sweep is read back once.
+    Unfinished(Vec<Key>),
     /// A session's past readings, fetched from the store.
     History(History),
     /// Fetching a session's past failed: go on with what arrives live.
@@ -190,6 +194,24 @@ impl Tracker {
                     }
                 }
             }
+            Input::Unfinished(keys) => {
+                for key in keys {
+                    if !self.catch_up
+                        || self.sessions.contains_key(&key)
+                        || self.finished.contains(&key)
+                    {
+                        continue;
+                    }
+                    let stage = Stage::CatchingUp {
+                        held: Vec::new(),
+                        ended: false,
+                    };
+                    self.sessions
+                        .insert(key.clone(), Tracked::new(&self.settings, None, stage));
+                    out.fetch.push(key);
+                }
+                crate::metrics::sessions(self.sessions.len());
+            }
             Input::History(history) => self.history(history, now_ms, &mut out),
             Input::HistoryFailed { key } => {
                 if let Some(tracked) = self.sessions.get_mut(&key)
@@ -268,15 +290,8 @@ impl Tracker {
                 *t = Tracked::new(&self.settings, model.as_deref(), Stage::Live);
                 pending
             }
-            None => {
-                if self.finished.contains(&key) {
-                    return;
-                }
-                let tracked = Tracked::new(&self.settings, model.as_deref(), Stage::Live);
-                crate::metrics::sessions(self.sessions.len() + 1);
-                self.sessions.insert(key.clone(), tracked);
-                (Vec::new(), ended)
-            }
+            // Forgot it meanwhile (it went idle) or finished it: nothing asked for this.
+            None => return,
         };
         let mut all = readings;
         all.extend(held);
@@ -400,6 +415,11 @@ impl Tracker {
         let q = |p: f64| (!self.lag_ms.is_empty()).then(|| self.lag_ms.value_at_quantile(p));
         Stats {
             sessions: self.sessions.len(),
+            catching_up: self
+                .sessions
+                .values()
+                .filter(|t| matches!(t.stage, Stage::CatchingUp { .. }))
+                .count(),
             readings: self.readings,
             events: self.events,
             lag_ms: LagStats {
@@ -412,6 +432,11 @@ impl Tracker {
         }
     }
 
+    /// Readings taken so far, live ones and held ones.
+    pub(crate) fn readings(&self) -> u64 {
+        self.readings
+    }
+
     pub(crate) fn reset_lag(&mut self) {
         self.lag_ms.reset();
     }
@@ -420,6 +445,8 @@ impl Tracker {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Stats {
     pub(crate) sessions: usize,
+    /// Sessions whose past is still to be read back (after a restart).
+    pub(crate) catching_up: usize,
     pub(crate) readings: u64,
     pub(crate) events: u64,
     /// now − the reading's device ts when it was processed, ms (live readings only).

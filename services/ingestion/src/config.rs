@@ -67,6 +67,13 @@ pub struct Settings {
     /// Points a device may send at once above that rate: the backlog of a roaster that was
     /// offline (an hour at 10 Hz is 36,000).
     pub device_burst_points: u32,
+    /// Devices must sign their session messages, their telemetry messages (docs/protocol.md,
+    /// "Signed messages"): one unsigned or badly signed is dead-lettered and counted. The keys
+    /// are the device key registry's (the command service's store).
+    pub require_signed_sessions: bool,
+    pub require_signed_telemetry: bool,
+    /// How often the registry's keys are read again (a revoked key stops verifying then).
+    pub keys_refresh_secs: u64,
 }
 
 impl Default for Settings {
@@ -84,6 +91,9 @@ impl Default for Settings {
             dead_letter_payload_bytes: 4096,
             device_points_per_sec: 1_000,
             device_burst_points: 60_000,
+            require_signed_sessions: false,
+            require_signed_telemetry: false,
+            keys_refresh_secs: 30,
         }
     }
 }
@@ -143,6 +153,7 @@ impl kit::config::Validate for Config {
             ("max_frame_points", s.max_frame_points),
             ("max_channels", s.max_channels),
             ("drain_timeout_secs", s.drain_timeout_secs as usize),
+            ("keys_refresh_secs", s.keys_refresh_secs as usize),
         ] {
             if value == 0 {
                 return Err(format!("ingestion.{name} must be at least 1"));

@@ -18,6 +18,7 @@ use mqtt::{AckToken, Delivery};
 use pipeline::Envelope;
 
 use crate::limiter::{DeviceLimiter, Verdict};
+use crate::signatures::Verifier;
 
 /// Decodes deliveries; cheap to clone into the subscriber's handler.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub(crate) struct Decoder {
     pub(crate) dead_letter_payload_bytes: usize,
     /// The per-device flood limit; `None`: unlimited.
     pub(crate) limiter: Option<Arc<DeviceLimiter>>,
+    /// Device signatures, when some are required.
+    pub(crate) verifier: Option<Arc<Verifier>>,
 }
 
 impl Decoder {
@@ -67,7 +70,16 @@ impl Decoder {
         if let Ok(t) = &parsed {
             span.record("device_id", t.device_id);
         }
+        let signature = match (&parsed, &self.verifier) {
+            (Ok(t), Some(v)) => v.check(&topic, t.device_id, t.kind, &payload),
+            _ => Ok(()),
+        };
         match parsed {
+            Ok(t) if signature.is_err() => {
+                if let Err(r) = signature {
+                    reject(&mut records, Some(t.device_id), &payload, None, r);
+                }
+            }
             Ok(t) if t.kind == TopicKind::Telemetry => {
                 match decode_telemetry(t.device_id, &payload, received_ms, &self.limits) {
                     Ok(decoded) => {
@@ -162,6 +174,7 @@ mod tests {
             limits: Limits::default(),
             dead_letter_payload_bytes: 1024,
             limiter: None,
+            verifier: None,
         };
         decoder.envelope(Delivery {
             topic: topic.to_owned(),

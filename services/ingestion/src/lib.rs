@@ -19,12 +19,14 @@ mod config;
 mod handler;
 mod limiter;
 mod metrics;
+mod signatures;
 mod sink;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kit::service::{Error, Lifecycle, Service, Spec};
+use secrecy::ExposeSecret as _;
 
 pub use config::{Config, Settings};
 
@@ -104,6 +106,52 @@ async fn ingest(config: Config, mut service: Lifecycle) -> Result<(), Error> {
         });
     }
 
+    let verifier = if settings.require_signed_sessions || settings.require_signed_telemetry {
+        let keys = match config.postgres.url.as_ref() {
+            Some(url) => {
+                store::CommandsStore::postgres(url.expose_secret(), &config.postgres).await
+            }
+            None => store::CommandsStore::sqlite(&config.data_dir, &config.sqlite).await,
+        }
+        .map_err(|e| Error::start("opening the device key registry", e))?;
+        let verifier = Arc::new(signatures::Verifier::new(
+            settings.require_signed_sessions,
+            settings.require_signed_telemetry,
+            keys,
+            Duration::from_secs(settings.keys_refresh_secs),
+        ));
+        let known = verifier
+            .refresh()
+            .await
+            .map_err(|e| Error::start("reading the device key registry", e))?;
+        tracing::info!(
+            keys = known,
+            sessions = settings.require_signed_sessions,
+            telemetry = settings.require_signed_telemetry,
+            "device signatures required"
+        );
+        let (v, every) = (
+            verifier.clone(),
+            Duration::from_secs(settings.keys_refresh_secs),
+        );
+        service.spawn("device keys", move |stop| async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return Ok::<_, Error>(()),
+                    _ = ticks.tick() => {
+                        if let Err(error) = v.refresh().await {
+                            tracing::warn!(%error, "could not read the device key registry; judging on the keys read before");
+                        }
+                    }
+                }
+            }
+        });
+        Some(verifier)
+    } else {
+        None
+    };
     let decoder = handler::Decoder {
         limits: settings.limits(),
         dead_letter_payload_bytes: settings.dead_letter_payload_bytes,
@@ -112,13 +160,18 @@ async fn ingest(config: Config, mut service: Lifecycle) -> Result<(), Error> {
             settings.device_burst_points,
         )
         .map(Arc::new),
+        verifier,
     };
+    let decoder = Arc::new(decoder);
     let subscription = subscriber.spawn({
         let intake = intake.clone();
         move |delivery| {
-            let envelope = decoder.envelope(delivery);
-            let intake = intake.clone();
+            let (decoder, intake) = (decoder.clone(), intake.clone());
             async move {
+                if let Some(v) = &decoder.verifier {
+                    v.prepare(&delivery.topic, &delivery.payload).await;
+                }
+                let envelope = decoder.envelope(delivery);
                 // Closed only while draining: the message stays unacknowledged and the broker
                 // redelivers it to the next run.
                 let _ = intake.send(envelope).await;

@@ -154,6 +154,26 @@ async fn device_keys_rotate_and_revoke(store: &CommandsStore) {
         k2.state, "pending",
         "the old key stays until the new one is confirmed"
     );
+    let usable = |store: &CommandsStore| {
+        let store = store.clone();
+        async move {
+            store
+                .usable_keys()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.key_id, k.state))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        usable(store).await,
+        [
+            ("k1".into(), "active".into()),
+            ("k2".into(), "pending".into())
+        ],
+        "both sign in the overlap window"
+    );
     let taken = store
         .add_device_key("r-1", "k2", "PK3", &a)
         .await
@@ -207,6 +227,7 @@ async fn device_keys_rotate_and_revoke(store: &CommandsStore) {
             .is_none()
     );
     assert!(store.device_key("r-1", "zz").await.unwrap().is_none());
+    assert_eq!(usable(store).await, [], "a revoked key signs nothing");
 }
 
 macro_rules! commands_suite {

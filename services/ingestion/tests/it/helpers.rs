@@ -217,8 +217,8 @@ pub async fn pg_pool(url: &str) -> sqlx::PgPool {
 pub struct Stack {
     /// The stack's own broker, for drills that restart it.
     pub broker: testkit::PrivateMosquitto,
-    // Held for its Drop: the database lives as long as the stack.
-    _db: testkit::TestDatabase,
+    /// The stack's database; it lives as long as the stack.
+    pub db: testkit::TestDatabase,
     pub app: TestApp,
     pub pool: sqlx::PgPool,
     pub device: Publisher,
@@ -241,7 +241,7 @@ impl Stack {
         let device = publisher(&broker.url()).await;
         Stack {
             broker,
-            _db: db,
+            db,
             app,
             pool,
             device,

@@ -15,3 +15,4 @@ mod fallback;
 mod faults;
 mod flood;
 mod shutdown;
+mod signatures;

@@ -32,8 +32,9 @@ pub(crate) struct Verifier {
 
 #[derive(Debug, Default)]
 struct Ring {
-    /// `device_id → key_id → public key` (`None`: registered but unreadable).
-    keys: HashMap<String, HashMap<String, Option<keys::PublicKey>>>,
+    /// `device_id → key_id → public key`, prepared to verify (`None`: registered but
+    /// unreadable).
+    keys: HashMap<String, HashMap<String, Option<keys::VerifyingKey>>>,
     /// Keys looked up and not found, and when: not asked again within the refresh interval.
     missing: HashMap<(String, String), Instant>,
 }
@@ -66,9 +67,9 @@ impl Verifier {
     pub(crate) async fn refresh(&self) -> Result<usize, store::StoreError> {
         let found = self.store.usable_keys().await?;
         let count = found.len();
-        let mut keys: HashMap<String, HashMap<String, Option<keys::PublicKey>>> = HashMap::new();
+        let mut keys: HashMap<String, HashMap<String, Option<keys::VerifyingKey>>> = HashMap::new();
         for k in found {
-            let public = keys::PublicKey::from_base64(&k.public_key).ok();
+            let public = prepared(&k.public_key);
             keys.entry(k.device_id)
                 .or_default()
                 .insert(k.key_id, public);
@@ -109,7 +110,7 @@ impl Verifier {
         match self.store.device_key(&wanted.0, &wanted.1).await {
             Ok(Some(k)) if matches!(k.state.as_str(), "active" | "pending") => {
                 if let Ok(mut ring) = self.ring.write() {
-                    let public = keys::PublicKey::from_base64(&k.public_key).ok();
+                    let public = prepared(&k.public_key);
                     ring.keys
                         .entry(wanted.0)
                         .or_default()
@@ -170,7 +171,7 @@ impl Verifier {
                 }
             }
         };
-        if keys::verify(&public, &signed::signed_bytes(topic, body), &sig.sig) {
+        if public.verify(&signed::signed_bytes(topic, body), &sig.sig) {
             Ok(())
         } else {
             Err(Rejection::BadSignature(format!(
@@ -179,4 +180,11 @@ impl Verifier {
             )))
         }
     }
+}
+
+/// A registered public key, ready to verify; `None` if it is not one.
+fn prepared(base64: &str) -> Option<keys::VerifyingKey> {
+    keys::PublicKey::from_base64(base64)
+        .ok()
+        .and_then(|k| k.verifying_key())
 }

@@ -307,9 +307,13 @@ impl Environment {
             if rest == "CONFIG" {
                 continue;
             }
+            // A setting whose own name ends in `_file` (`[command] tokens_file`, a path) is set
+            // by its variable as it stands; only other names read a secret from a file.
+            let whole = rest.to_ascii_lowercase();
+            let names_a_setting = key_path(&whole, &sections).is_some_and(|p| declared(shape, &p));
             let (name, from_file) = match rest.strip_suffix("_FILE") {
-                Some(name) => (name.to_ascii_lowercase(), true),
-                None => (rest.to_ascii_lowercase(), false),
+                Some(name) if !names_a_setting => (name.to_ascii_lowercase(), true),
+                _ => (whole, false),
             };
             let path = if scalars.contains(&name.as_str()) {
                 vec![name]
@@ -337,6 +341,21 @@ impl Environment {
         }
         Ok(Environment { dict })
     }
+}
+
+/// Whether `path` is a key of `shape` (the defaults, serialized), table by table.
+fn declared(shape: &Dict, path: &[String]) -> bool {
+    let Some((key, tables)) = path.split_last() else {
+        return false;
+    };
+    let mut dict = shape;
+    for t in tables {
+        match dict.get(t).and_then(Value::as_dict) {
+            Some(d) => dict = d,
+            None => return false,
+        }
+    }
+    dict.contains_key(key)
 }
 
 /// Where `name` (`ingestion_http_addr`) goes: the longest table name it starts with (so
@@ -405,6 +424,8 @@ mod tests {
     #[serde(default, deny_unknown_fields)]
     struct Section {
         rate: u32,
+        /// A path that is a setting itself, not a secret (`SIMCORP_SIM_TOKENS_FILE` sets it).
+        tokens_file: Option<String>,
         http: Http,
     }
 
@@ -580,6 +601,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(off.endpoint, None);
+    }
+
+    #[test]
+    fn a_setting_named_file_is_set_by_its_own_variable() {
+        let d = load_with(
+            &[("SIMCORP_SIM_TOKENS_FILE", "/run/secrets/tokens")],
+            &platform(),
+        )
+        .unwrap();
+        assert_eq!(d.sim.tokens_file.as_deref(), Some("/run/secrets/tokens"));
     }
 
     #[test]

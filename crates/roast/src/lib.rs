@@ -3,7 +3,8 @@
 //! stream of readings ([`Detector`]), and Artisan's roast logs ([`alog`]); and the analyses of a
 //! roast once its events are known: reference curves ([`Profile`]), a session's figures
 //! ([`summarize`]), how it differs from a reference ([`variance`]), and when a running roast
-//! will crack and drop ([`predict`], scored by [`score_predictions`]).
+//! will crack and drop ([`predict`], scored by [`score_predictions`]), and the gas change that
+//! would bring a drifting roast back to its reference ([`suggest`]).
 //!
 //! The crate is pure — no I/O, no clock, no async — so that the service that runs the detector
 //! on live MQTT traffic, the scoring tests that replay roasts into it and the analytics that
@@ -14,6 +15,7 @@
 //! disagree about what the roast was.
 
 pub mod alog;
+mod correct;
 mod detect;
 mod predict;
 mod profile;
@@ -25,6 +27,7 @@ mod variance;
 
 use serde::{Deserialize, Serialize};
 
+pub use correct::{Correction, CorrectionRule, suggest};
 pub use detect::{Detected, Detector, Method, Priors};
 pub use predict::{
     BLEND_HORIZON_MS, Case, CutScore, PREDICTION_CUTS, Prediction, PredictionScore, naive_fc_start,

@@ -322,7 +322,9 @@ fn print_banner(
              \n  curl -H 'Authorization: Bearer demo-operator' -H 'Content-Type: application/json' \\\
              \n    http://{addr}/proposals -d '{{\"device_id\":\"sim-bridge-1\",\"control\":\"gas\",\"value\":80,\"reason\":\"slow the rise\"}}'\
              \n  curl -X POST -H 'Authorization: Bearer demo-approver' http://{addr}/proposals/<id>/approve\
-             \n  curl http://{addr}/proposals/<id>/history   (tokens: demo-operator, demo-approver, demo-admin)\n"
+             \n  curl http://{addr}/proposals/<id>/history   (tokens: demo-operator, demo-approver, demo-admin)\
+             \nand the gas corrections analytics proposes for roasts drifting from their reference:\
+             \n  curl -H 'Authorization: Bearer demo-operator' 'http://{addr}/proposals?state=proposed'\n"
         ));
     }
     text.push_str("\nCtrl-C stops everything.\n");
@@ -332,12 +334,14 @@ fn print_banner(
 /// The demo's people and its driver: `simcorp up` is the one place whose command service takes
 /// tokens nobody chose (it listens on loopback only), so that a newcomer can propose a gas change
 /// as the operator, approve it as the approver, and watch driver-bridge's simulated roaster
-/// answer. driver-bridge registers its device keys with them and trusts command's key.
-pub(crate) const DEMO_TOKENS: [(&str, &str, &[&str]); 4] = [
+/// answer. driver-bridge registers its device keys with them and trusts command's key;
+/// analytics proposes its gas corrections with the service token.
+pub(crate) const DEMO_TOKENS: [(&str, &str, &[&str]); 5] = [
     ("demo-operator", "operator", &["operator"]),
     ("demo-approver", "approver", &["approver"]),
     ("demo-admin", "admin", &["admin"]),
     ("demo-device", "driver-bridge", &["device"]),
+    ("demo-analytics", "analytics", &["service"]),
 ];
 
 fn demo_commands() -> Vec<(String, figment::value::Value)> {
@@ -354,6 +358,15 @@ fn demo_commands() -> Vec<(String, figment::value::Value)> {
         out.push(("command.tokens".to_owned(), tokens));
     }
     if let Some(url) = command {
+        out.push(("analytics.corrections.enabled".to_owned(), true.into()));
+        out.push((
+            "analytics.corrections.command_url".to_owned(),
+            url.clone().into(),
+        ));
+        out.push((
+            "analytics.corrections.token".to_owned(),
+            "demo-analytics".into(),
+        ));
         out.push(("driver_bridge.command_url".to_owned(), url.into()));
         out.push((
             "driver_bridge.enrollment_token".to_owned(),

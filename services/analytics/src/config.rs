@@ -3,6 +3,8 @@ use std::path::PathBuf;
 use kit::service::HttpSettings;
 use serde::{Deserialize, Serialize};
 
+pub use crate::corrections::CorrectionSettings;
+
 /// analytics' configuration: `[analytics]` plus the shared `[mqtt]`, `[postgres]`, `[sqlite]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
@@ -52,6 +54,8 @@ pub struct Settings {
     pub ended_retention_secs: u64,
     /// Largest profile or `.alog` accepted over HTTP.
     pub max_import_bytes: usize,
+    /// Gas corrections proposed to the command service (`[analytics.corrections]`).
+    pub corrections: CorrectionSettings,
 }
 
 impl Default for Settings {
@@ -66,6 +70,7 @@ impl Default for Settings {
             idle_timeout_secs: 3600,
             ended_retention_secs: 600,
             max_import_bytes: 8 * 1024 * 1024,
+            corrections: CorrectionSettings::default(),
         }
     }
 }
@@ -102,6 +107,7 @@ impl kit::config::Validate for Config {
                 roast::alog::MAX_BYTES
             ));
         }
+        s.corrections.validate()?;
         Ok(())
     }
 }
@@ -121,6 +127,13 @@ mod tests {
         let mut c = Config::default();
         c.analytics.history_url = "ftp://x".into();
         assert!(c.validate().unwrap_err().contains("history_url"));
+        let mut c = Config::default();
+        c.analytics.corrections.enabled = true;
+        assert!(c.validate().unwrap_err().contains("corrections.token"));
+        c.analytics.corrections.token = Some("t".to_owned().into());
+        c.validate().unwrap();
+        c.analytics.corrections.min_interval_secs = 10;
+        assert!(c.validate().unwrap_err().contains("min_interval_secs"));
         let mut c = Config::default();
         c.analytics.max_import_bytes = 1 << 30;
         assert!(c.validate().unwrap_err().contains("max_import_bytes"));

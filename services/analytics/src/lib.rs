@@ -26,6 +26,7 @@
 
 mod api;
 mod config;
+mod corrections;
 mod live;
 mod metrics;
 mod profiles;
@@ -41,7 +42,7 @@ use secrecy::ExposeSecret as _;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Config, Settings};
+pub use config::{Config, CorrectionSettings, Settings};
 
 use crate::live::{Input, Sessions};
 use crate::roasts::App;
@@ -69,10 +70,19 @@ async fn analyse(config: Config, mut service: Lifecycle) -> Result<(), Error> {
         .map_err(|e| Error::start("connecting to PostgreSQL", e))?;
 
     let (updates, _) = broadcast::channel(4096);
+    let mut sessions = Sessions::new(settings.clone(), updates.clone());
+    if settings.corrections.enabled {
+        let (tx, rx) = mpsc::channel(256);
+        sessions = sessions.with_corrections(tx);
+        let corrections = settings.corrections.clone();
+        service.spawn("corrections", move |stop| {
+            corrections::propose(rx, corrections, stop)
+        });
+    }
     let app = App {
         store: store.clone(),
         history: history.clone(),
-        live: Arc::new(Mutex::new(Sessions::new(settings.clone(), updates.clone()))),
+        live: Arc::new(Mutex::new(sessions)),
         updates,
         settings: settings.clone(),
     };
@@ -124,6 +134,7 @@ async fn analyse(config: Config, mut service: Lifecycle) -> Result<(), Error> {
         mqtt = %config.mqtt.url,
         store = if config.postgres.url.is_some() { "postgres" } else { "sqlite" },
         history = history.as_ref().map_or("none", |h| h.describe()),
+        corrections = if settings.corrections.enabled { settings.corrections.command_url.as_str() } else { "off" },
         "analytics started"
     );
 

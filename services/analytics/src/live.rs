@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use model::{Point, RoastEvent, SessionEvent, SessionState};
 use roast::{EventKind, Profile, Reading, Ror};
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::config::Settings;
+use crate::corrections::Suggested;
 
 /// A temperature a probe can really read (the roast crate's analyses use the same range): a
 /// failed thermocouple reads 0 or 999 °C, which is drawn as a gap, not as a spike.
@@ -138,6 +139,10 @@ pub(crate) struct Live {
     pub(crate) reference: Option<Option<Arc<Named>>>,
     pub(crate) prediction: Option<roast::Prediction>,
     predicted_at: Option<i64>,
+    /// The burner's newest setting, as the device reports it.
+    gas: Option<f64>,
+    /// The newest reading's time when a correction was last suggested.
+    corrected_at: Option<i64>,
     last_seen: Instant,
 }
 
@@ -165,6 +170,8 @@ impl Live {
             reference: None,
             prediction: None,
             predicted_at: None,
+            gas: None,
+            corrected_at: None,
             last_seen: Instant::now(),
         }
     }
@@ -232,6 +239,14 @@ pub(crate) struct Sessions {
     settings: Arc<Settings>,
     sessions: HashMap<Key, Live>,
     updates: broadcast::Sender<Update>,
+    corrections: Option<Corrector>,
+}
+
+/// Where drifting roasts' corrections go (`crate::corrections`), and when.
+struct Corrector {
+    rule: roast::CorrectionRule,
+    interval_ms: i64,
+    tx: mpsc::Sender<Suggested>,
 }
 
 /// What handling an input asks of the caller (outside the lock).
@@ -247,7 +262,20 @@ impl Sessions {
             settings,
             sessions: HashMap::new(),
             updates,
+            corrections: None,
         }
+    }
+
+    /// Judges running roasts for corrections as their predictions are made, and hands what it
+    /// finds to `tx`.
+    pub(crate) fn with_corrections(mut self, tx: mpsc::Sender<Suggested>) -> Self {
+        let c = &self.settings.corrections;
+        self.corrections = Some(Corrector {
+            rule: c.rule(),
+            interval_ms: i64::from(c.min_interval_secs) * 1000,
+            tx,
+        });
+        self
     }
 
     fn send(&self, update: Update) {
@@ -274,7 +302,9 @@ impl Sessions {
             Input::Points(points) => {
                 let max = self.settings.max_live_readings;
                 let every_ms = i64::from(self.settings.predict_every_secs) * 1000;
+                let correct = self.corrections.as_ref().map(|c| (c.rule, c.interval_ms));
                 let mut out = Vec::new();
+                let mut suggested = Vec::new();
                 for p in points {
                     crate::metrics::reading();
                     let key = (p.device_id, p.session);
@@ -292,6 +322,9 @@ impl Sessions {
                         et: temperature(p.channels.et),
                     };
                     if let Some(ror) = live.push(reading, max) {
+                        if let Some(gas) = p.channels.gas.filter(|g| g.is_finite()) {
+                            live.gas = Some(gas);
+                        }
                         out.push(Update::Point {
                             device_id: key.0.clone(),
                             session: key.1.clone(),
@@ -302,11 +335,22 @@ impl Sessions {
                         });
                         if let Some(u) = predict(live, reading.ts_ms, every_ms, false) {
                             out.push(u);
+                            // Judged as often as predicted: the same roast time, the same data.
+                            if let Some((rule, interval_ms)) = &correct {
+                                suggested.extend(correction(live, rule, *interval_ms));
+                            }
                         }
                     }
                 }
                 for u in out {
                     self.send(u);
+                }
+                if let Some(c) = &self.corrections {
+                    for s in suggested {
+                        if c.tx.try_send(s).is_err() {
+                            crate::metrics::correction("dropped");
+                        }
+                    }
                 }
             }
             Input::Session(e) => {
@@ -416,6 +460,33 @@ impl Sessions {
         crate::metrics::sessions(self.sessions.len());
         before - self.sessions.len()
     }
+}
+
+/// The correction a running roast needs, unless one was suggested less than `interval_ms` of
+/// roast time ago: the roast must have had time to answer it.
+fn correction(
+    live: &mut Live,
+    rule: &roast::CorrectionRule,
+    interval_ms: i64,
+) -> Option<Suggested> {
+    let newest = live.readings.last()?.ts_ms;
+    if live.corrected_at.is_some_and(|t| newest - t < interval_ms) {
+        return None;
+    }
+    let reference = live.reference()?;
+    let correction = roast::suggest(
+        &live.readings,
+        &live.events(),
+        &reference.profile,
+        live.gas?,
+        rule,
+    )?;
+    live.corrected_at = Some(newest);
+    Some(Suggested {
+        device_id: live.device_id.clone(),
+        session: live.session.clone(),
+        correction,
+    })
 }
 
 /// Recomputes a session's predictions when `every_ms` of roast time has passed since the last

@@ -8,8 +8,12 @@ const REFUSED: &str = "simcorp_analytics_sessions_refused_total";
 const PREDICTIONS: &str = "simcorp_analytics_predictions_total";
 const PROFILES: &str = "simcorp_analytics_profiles_created_total";
 const PAGES: &str = "simcorp_analytics_live_pages_opened_total";
+const CORRECTIONS: &str = "simcorp_analytics_corrections_total";
 
 const SOURCES: [&str; 4] = ["session", "sim_twin", "alog", "json"];
+/// What became of a suggested correction: proposed to the command service, refused by it,
+/// not taken (unreachable, unauthorized, an error), or dropped because too many were waiting.
+const OUTCOMES: [&str; 4] = ["proposed", "refused", "failed", "dropped"];
 
 pub(crate) fn reading() {
     counter!(READINGS).increment(1);
@@ -34,6 +38,10 @@ pub(crate) fn profile_created(source: &str) {
         .copied()
         .unwrap_or("json");
     counter!(PROFILES, "source" => source).increment(1);
+}
+
+pub(crate) fn correction(outcome: &'static str) {
+    counter!(CORRECTIONS, "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn page_opened() {
@@ -61,6 +69,11 @@ pub(crate) fn describe() {
         "Reference profiles created, by source."
     );
     describe_counter!(PAGES, Unit::Count, "Live pushes (GET /live) opened.");
+    describe_counter!(
+        CORRECTIONS,
+        Unit::Count,
+        "Gas corrections suggested for drifting roasts, by what became of them (proposed to the command service, refused by it, failed, dropped)."
+    );
     counter!(READINGS).increment(0);
     gauge!(SESSIONS).set(0.0);
     counter!(REFUSED).increment(0);
@@ -69,4 +82,7 @@ pub(crate) fn describe() {
         counter!(PROFILES, "source" => s).increment(0);
     }
     counter!(PAGES).increment(0);
+    for o in OUTCOMES {
+        counter!(CORRECTIONS, "outcome" => o).increment(0);
+    }
 }

@@ -15,6 +15,7 @@
 //! only that run's rows however much else the database holds.
 
 pub mod alog;
+pub mod commands;
 pub mod duration;
 pub mod html;
 pub mod ingestion;

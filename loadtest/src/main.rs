@@ -34,6 +34,55 @@ enum Command {
     /// Score the platform's roast events: replay roasts with a known truth over MQTT, read the
     /// events back from ingestion's API (found, missed, false, errors, detection delays).
     ScoreEvents(ScoreArgs),
+    /// Put the command path under load: proposals at --per-min over driver-bridge's devices,
+    /// each approved, signed, executed and acked; API p95 < 200 ms, 0 lost, 0 executed twice.
+    Commands(CommandsArgs),
+}
+
+#[derive(Args)]
+struct CommandsArgs {
+    /// The command service's HTTP base URL.
+    #[arg(
+        long,
+        env = "SIMCORP_LOADTEST_COMMAND",
+        default_value = "http://127.0.0.1:3004"
+    )]
+    command: String,
+    /// driver-bridge's HTTP base URL: its devices in a session are the ones commanded.
+    #[arg(
+        long,
+        env = "SIMCORP_LOADTEST_DRIVER_BRIDGE",
+        default_value = "http://127.0.0.1:4004"
+    )]
+    driver_bridge: String,
+    /// A file holding a bearer token with the operator role (proposes).
+    #[arg(long, env = "SIMCORP_LOADTEST_OPERATOR_TOKEN_FILE")]
+    operator_token_file: PathBuf,
+    /// A file holding an approver's token: another person than the operator.
+    #[arg(long, env = "SIMCORP_LOADTEST_APPROVER_TOKEN_FILE")]
+    approver_token_file: PathBuf,
+    /// A file holding an admin token: the audit chain is verified at the end.
+    #[arg(long, env = "SIMCORP_LOADTEST_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Proposals a minute, over all devices.
+    #[arg(long, default_value_t = 1000)]
+    per_min: u64,
+    /// How long to propose: 60s, 5m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// How long to wait after the last approval for every command's answer.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    settle: Duration,
+    /// Each proposal's change, % of the control's range (keep step × proposals a minute per
+    /// control under the safety limits' rate).
+    #[arg(long, default_value_t = 0.5)]
+    step: f64,
+    /// Command at most this many devices (0: every device in a session).
+    #[arg(long, default_value_t = 0)]
+    max_devices: usize,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -224,6 +273,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(*args).await,
             Command::Check(args) => check(args).await,
             Command::ScoreEvents(args) => score_events(args).await,
+            Command::Commands(args) => commands(args).await,
         }
     });
     match result {
@@ -299,6 +349,34 @@ async fn score_events(args: ScoreArgs) -> anyhow::Result<Verdict> {
     print!("{}", report.print());
     // A measurement, not a judgement: the figures are the result.
     Ok(Verdict::Pass)
+}
+
+async fn commands(args: CommandsArgs) -> anyhow::Result<Verdict> {
+    let token = |path: &PathBuf| -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+    };
+    let mut config = loadtest::commands::CommandsConfig::new(&args.command, &args.driver_bridge);
+    config.operator_token = token(&args.operator_token_file)?;
+    config.approver_token = token(&args.approver_token_file)?;
+    config.admin_token = args.admin_token_file.as_ref().map(token).transpose()?;
+    config.per_min = args.per_min;
+    config.duration = args.duration;
+    config.settle = args.settle;
+    config.step = args.step;
+    config.max_devices = args.max_devices;
+    let report = loadtest::commands::run(&config).await?;
+    print!("{}", report.print());
+    if let Some(path) = &args.output {
+        let json = serde_json::to_vec_pretty(&report)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if report.failures().is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    })
 }
 
 async fn check(args: CheckArgs) -> anyhow::Result<Verdict> {

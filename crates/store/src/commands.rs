@@ -22,6 +22,18 @@ use crate::pool::SqlitePools;
 /// The `prev_hash` of the first audit entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// A device's session as its session messages told the command service: which session runs,
+/// whether it still does, and on which roaster model (whose safety limits apply).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct DeviceSession {
+    pub device_id: String,
+    pub session: String,
+    pub active: bool,
+    pub roaster_model: Option<String>,
+    /// The message's own time (device clock).
+    pub ts_ms: i64,
+}
+
 /// A command as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
 pub struct CommandRecord {
@@ -515,6 +527,42 @@ impl CommandsStore {
 
     /// Every key that may sign for its device: `active` ones, and `pending` ones in their
     /// overlap window.
+    /// Records a device's session as a session message tells it. A message older than the one
+    /// recorded (a redelivery, or one overtaken) changes nothing.
+    pub async fn put_device_session(&self, s: &DeviceSession) -> Result<(), StoreError> {
+        on_backend!(self, writer, |db, err, lock| {
+            sqlx::query(
+                "INSERT INTO command_device_sessions (device_id, session, active, roaster_model, ts_ms) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (device_id) DO UPDATE SET session = excluded.session, \
+                 active = excluded.active, roaster_model = excluded.roaster_model, ts_ms = excluded.ts_ms \
+                 WHERE command_device_sessions.ts_ms <= excluded.ts_ms",
+            )
+            .bind(&s.device_id)
+            .bind(&s.session)
+            .bind(s.active)
+            .bind(&s.roaster_model)
+            .bind(s.ts_ms)
+            .execute(db)
+            .await
+            .map(|_| ())
+            .map_err(err)
+        })
+    }
+
+    /// Every device's recorded session, by device id.
+    pub async fn device_sessions(&self) -> Result<Vec<DeviceSession>, StoreError> {
+        on_backend!(self, reader, |db, err, lock| {
+            sqlx::query_as(
+                "SELECT device_id, session, active, roaster_model, ts_ms \
+                 FROM command_device_sessions ORDER BY device_id",
+            )
+            .fetch_all(db)
+            .await
+            .map_err(err)
+        })
+    }
+
     pub async fn usable_keys(&self) -> Result<Vec<DeviceKey>, StoreError> {
         on_backend!(self, reader, |db, err, lock| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(

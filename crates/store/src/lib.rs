@@ -40,8 +40,8 @@ use model::{Batch, Point};
 
 pub use analytics::{AnalyticsStore, ProfileInfo, StoredProfile};
 pub use commands::{
-    AuditEntry, ChainReport, Changes, CommandRecord, CommandsStore, DeviceKey, GENESIS_HASH,
-    NewAudit,
+    AuditEntry, ChainReport, Changes, CommandRecord, CommandsStore, DeviceKey, DeviceSession,
+    GENESIS_HASH, NewAudit,
 };
 pub use config::{MaintenanceConfig, PostgresConfig, SqliteConfig, Synchronous};
 pub use domain::{

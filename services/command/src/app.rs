@@ -627,21 +627,21 @@ impl App {
         Ok(())
     }
 
-    /// Telemetry and session messages keep the devices' state current.
-    pub(crate) fn on_stream(&self, topic: &str, payload: &[u8], received_ms: i64) {
-        let Ok(t) = model::parse_topic(topic) else {
-            return;
-        };
+    /// Telemetry and session messages keep the devices' state current. What a session message
+    /// changed is returned, for the store: telemetry after a restart tells a device's session
+    /// again, but only its start names the roaster model whose limits apply.
+    pub(crate) fn on_stream(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        received_ms: i64,
+    ) -> Option<store::DeviceSession> {
+        let t = model::parse_topic(topic).ok()?;
         let limits = model::Limits::default();
-        let Ok(mut devices) = self.devices.lock() else {
-            return;
-        };
+        let mut devices = self.devices.lock().ok()?;
         match t.kind {
             model::TopicKind::Session => {
-                let Ok(e) = model::decode_session(t.device_id, payload, received_ms, &limits)
-                else {
-                    return;
-                };
+                let e = model::decode_session(t.device_id, payload, received_ms, &limits).ok()?;
                 let d = devices.entry(e.device_id.clone()).or_default();
                 match e.state {
                     model::SessionState::Start => {
@@ -654,18 +654,23 @@ impl App {
                             .map(str::to_owned);
                     }
                     model::SessionState::End => {
-                        if d.session.as_deref() == Some(e.session.as_str()) {
-                            d.active = false;
+                        if d.session.as_deref() != Some(e.session.as_str()) {
+                            return None;
                         }
+                        d.active = false;
                     }
                 }
+                Some(store::DeviceSession {
+                    device_id: e.device_id.clone(),
+                    session: e.session.clone(),
+                    active: d.active,
+                    roaster_model: d.roaster_model.clone(),
+                    ts_ms: e.ts_ms,
+                })
             }
             model::TopicKind::Telemetry => {
-                let Ok(decoded) =
-                    model::decode_telemetry(t.device_id, payload, received_ms, &limits)
-                else {
-                    return;
-                };
+                let decoded =
+                    model::decode_telemetry(t.device_id, payload, received_ms, &limits).ok()?;
                 for p in decoded.points {
                     let d = devices.entry(p.device_id.clone()).or_default();
                     // A session met mid-roast (this service started after its start message).
@@ -683,8 +688,23 @@ impl App {
                         }
                     }
                 }
+                None
             }
-            _ => {}
+            _ => None,
+        }
+    }
+
+    /// The devices' sessions as recorded before a restart: the session and the roaster model
+    /// stand until a session message says otherwise; control values wait for telemetry.
+    pub(crate) fn remember(&self, recorded: Vec<store::DeviceSession>) {
+        let Ok(mut devices) = self.devices.lock() else {
+            return;
+        };
+        for r in recorded {
+            let d = devices.entry(r.device_id).or_default();
+            d.session = Some(r.session);
+            d.active = r.active;
+            d.roaster_model = r.roaster_model;
         }
     }
 

@@ -17,8 +17,11 @@
 //! the service is away. The devices' sessions and current control values come from the live
 //! stream through a **clean-session** subscriber (as analytics and event-inference do: a
 //! persistent session on the whole stream would make the broker queue all of it while we are
-//! away); they are only needed at proposal time, and a device's next telemetry point restores
-//! them after a restart. Not here: what the device does with a command (driver-bridge).
+//! away); they are only needed at proposal time. What session messages said — each device's
+//! session and roaster model, whose safety limits apply — is also recorded in the store and read
+//! back at start, because telemetry after a restart tells the session but never the model; the
+//! control values wait for the device's next telemetry point. Not here: what the device does
+//! with a command (driver-bridge).
 
 mod api;
 mod app;
@@ -105,7 +108,13 @@ async fn serve(config: Config, mut service: Lifecycle) -> Result<(), Error> {
         .await
         .map_err(|e| Error::start("writing the audit log", e))?;
 
-    // The live stream: sessions and control values, nothing kept while away.
+    // The live stream: sessions and control values, nothing kept while away — but what the
+    // session messages said is recorded, so a restart keeps each device's session and model.
+    let recorded = store
+        .device_sessions()
+        .await
+        .map_err(|e| Error::start("reading the devices' sessions", e))?;
+    app.remember(recorded);
     let stream = mqtt::Subscriber::with_session(
         &config.mqtt,
         format!("{base_id}-stream"),
@@ -117,8 +126,16 @@ async fn serve(config: Config, mut service: Lifecycle) -> Result<(), Error> {
     let stream = {
         let app = app.clone();
         stream.spawn(move |d| {
-            app.on_stream(&d.topic, &d.payload, d.received_ms);
-            async {}
+            let changed = app.on_stream(&d.topic, &d.payload, d.received_ms);
+            let store = app.store.clone();
+            async move {
+                if let Some(s) = changed
+                    && let Err(error) = store.put_device_session(&s).await
+                {
+                    // Only a restart before the next session message would miss it.
+                    tracing::warn!(%error, device_id = %s.device_id, "could not record a device's session");
+                }
+            }
         })
     };
     // Acknowledgements: a persistent session, acked to the broker only once handled.

@@ -1,9 +1,10 @@
 //! The command service's store, the same on both backends: a transition happens once, each
 //! with its audit entry; the audit chain verifies, and an edited or removed entry is reported
 //! at the first broken link; device keys rotate (pending, then active, the old one retired) and
-//! are revoked.
+//! are revoked; a device's session is remembered, and an older message does not overwrite a
+//! newer one.
 
-use store::{ChainReport, Changes, CommandRecord, CommandsStore, NewAudit};
+use store::{ChainReport, Changes, CommandRecord, CommandsStore, DeviceSession, NewAudit};
 
 fn record(id: &str, created_ms: i64) -> CommandRecord {
     CommandRecord {
@@ -230,6 +231,45 @@ async fn device_keys_rotate_and_revoke(store: &CommandsStore) {
     assert_eq!(usable(store).await, [], "a revoked key signs nothing");
 }
 
+async fn device_sessions_keep_the_newest_message(store: &CommandsStore) {
+    let at = |session: &str, active: bool, model: Option<&str>, ts_ms: i64| DeviceSession {
+        device_id: "r-1".into(),
+        session: session.into(),
+        active,
+        roaster_model: model.map(str::to_owned),
+        ts_ms,
+    };
+    assert_eq!(store.device_sessions().await.unwrap(), []);
+    store
+        .put_device_session(&at("s-1", true, Some("skywalker"), 1_000))
+        .await
+        .unwrap();
+    store
+        .put_device_session(&at("s-1", false, Some("skywalker"), 2_000))
+        .await
+        .unwrap();
+    // The start, redelivered after the end: the end stands.
+    store
+        .put_device_session(&at("s-1", true, Some("skywalker"), 1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.device_sessions().await.unwrap(),
+        [at("s-1", false, Some("skywalker"), 2_000)]
+    );
+    store
+        .put_device_session(&at("s-2", true, None, 3_000))
+        .await
+        .unwrap();
+    let mut other = at("s-9", true, Some("standard"), 500);
+    other.device_id = "r-0".into();
+    store.put_device_session(&other).await.unwrap();
+    assert_eq!(
+        store.device_sessions().await.unwrap(),
+        [other, at("s-2", true, None, 3_000)]
+    );
+}
+
 macro_rules! commands_suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -269,4 +309,5 @@ commands_suite!(
     transitions_happen_once_and_are_audited,
     concurrent_appends_keep_one_chain,
     device_keys_rotate_and_revoke,
+    device_sessions_keep_the_newest_message,
 );

@@ -425,6 +425,68 @@ async fn a_restart_between_approval_and_ack_completes_the_command_once() {
     app.stop().await;
 }
 
+/// skywalker roasters may burn at most 60 % gas; the default is 100 %.
+fn skywalker_gas_at_most_60(c: &mut command::Config) {
+    let mut skywalker = command::ModelLimits::default();
+    skywalker.gas.max = 60.0;
+    c.command
+        .limits
+        .models
+        .insert("skywalker".into(), skywalker);
+}
+
+/// A restart keeps what each device's session messages said: the session it roasts, and the
+/// roaster model whose limits apply — telemetry after the restart tells the session again, but
+/// only the session's start named the model. The end of a session is kept the same way.
+#[tokio::test]
+async fn a_restart_keeps_each_devices_session_and_roaster_model() {
+    if !require("lifecycle::a_restart_keeps_each_devices_session_and_roaster_model") {
+        return;
+    }
+    let platform = Platform::new().await;
+    let app = platform.start_with(300, 60, skywalker_gas_at_most_60).await;
+    let device = roasting_device(&platform, &app, "r-9").await;
+    let (_, body) = propose(&app, OPERATOR, "r-9", "gas", 65.0).await;
+    assert_eq!(body["reason"], "out_of_range", "{body}");
+    app.stop().await;
+
+    let app = platform.start_with(300, 60, skywalker_gas_at_most_60).await;
+    // Roasting, as before; its burner's setting is not known until it reports again.
+    let (_, body) = propose(&app, OPERATOR, "r-9", "gas", 55.0).await;
+    assert_eq!(body["reason"], "current_value_unknown", "{body}");
+    device.telemetry("s-1", 2, 50.0).await;
+    let accepted = testkit::eventually(Duration::from_secs(10), "the gas to be known", || async {
+        let (status, body) = propose(&app, OPERATOR, "r-9", "gas", 55.0).await;
+        (status == StatusCode::CREATED).then_some(body)
+    })
+    .await;
+    assert_eq!(accepted["session"], "s-1", "{accepted}");
+    let (_, body) = propose(&app, OPERATOR, "r-9", "gas", 65.0).await;
+    assert_eq!(
+        (body["reason"].as_str(), body["limit"]["max"].as_f64()),
+        (Some("out_of_range"), Some(60.0)),
+        "the skywalker's limit, not the default's: {body}"
+    );
+
+    device
+        .publish(
+            "session",
+            json!({"session": "s-1", "state": "end", "ts": model::now_ms()}),
+        )
+        .await;
+    testkit::eventually(Duration::from_secs(10), "the end to be seen", || async {
+        let (_, body) = propose(&app, OPERATOR, "r-9", "gas", 55.0).await;
+        (body["reason"] == "no_active_session").then_some(())
+    })
+    .await;
+    app.stop().await;
+    let app = platform.start_with(300, 60, skywalker_gas_at_most_60).await;
+    device.telemetry("s-1", 3, 50.0).await;
+    let (_, body) = propose(&app, OPERATOR, "r-9", "gas", 55.0).await;
+    assert_eq!(body["reason"], "no_active_session", "{body}");
+    app.stop().await;
+}
+
 /// Without PostgreSQL the same lifecycle runs on the embedded SQLite store, and survives a
 /// restart there.
 #[tokio::test]

@@ -101,6 +101,8 @@ pub struct RunConfig {
     /// Sign every message with a per-device Ed25519 key, registered in the device key
     /// registry of `postgres` before the first one (for ingestion's `require_signed_*`).
     pub sign: bool,
+    /// Make and use those keys in this keystore (an HSM through PKCS#11) instead of in memory.
+    pub sign_keystore: Option<keys::Config>,
 }
 
 impl RunConfig {
@@ -122,6 +124,7 @@ impl RunConfig {
             ramp: None,
             progress: true,
             sign: false,
+            sign_keystore: None,
         }
     }
 }
@@ -224,6 +227,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, Error> {
             connect_timeout: Duration::from_secs(10),
             ack_timeout: config.ack_timeout,
             sign: config.sign,
+            keystore: config.sign_keystore.clone(),
         },
     )
     .await?;
@@ -243,6 +247,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, Error> {
     let started_at_ms = model::now_ms();
     let start = Instant::now();
     let live = fleet.live();
+    let forget = fleet.keys_to_forget();
     let mut publishing = fleet.spawn(
         start,
         config.ramp.is_none().then_some(plan.messages_per_session),
@@ -279,6 +284,9 @@ pub async fn run(config: &RunConfig) -> Result<Report, Error> {
     };
     // However publishing ended, no worker may go on.
     stop.store(true, Ordering::Relaxed);
+    if let Some(keys) = forget {
+        keys.forget().await;
+    }
     let outcome = outcome?;
     watch.publishing_done(&outcome);
 

@@ -169,6 +169,17 @@ struct RunArgs {
     /// `require_signed_telemetry` to measure what verifying costs.
     #[arg(long)]
     sign: bool,
+    /// With --sign: make each device's key in this PKCS#11 token and sign every message there
+    /// (an HSM, e.g. SoftHSM2's), as a device keeping its key in an HSM does; the keys are
+    /// destroyed after the run. The module is --hsm-module, the PIN --hsm-pin-file.
+    #[arg(long, requires = "sign", requires = "hsm_pin_file")]
+    hsm_token: Option<String>,
+    /// The PKCS#11 module (shared library) of --hsm-token.
+    #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
+    hsm_module: PathBuf,
+    /// A file holding --hsm-token's user PIN.
+    #[arg(long)]
+    hsm_pin_file: Option<PathBuf>,
     /// Where to write the JSON report.
     #[arg(
         long,
@@ -295,6 +306,17 @@ async fn run(args: RunArgs) -> anyhow::Result<Verdict> {
     config.frame = args.frame;
     config.connections = args.connections;
     config.sign = args.sign;
+    if let (Some(token), Some(pin)) = (&args.hsm_token, &args.hsm_pin_file) {
+        let pin = std::fs::read_to_string(pin)
+            .with_context(|| format!("reading the PIN file {}", pin.display()))?;
+        config.sign_keystore = Some(keys::Config {
+            enabled: true,
+            module: args.hsm_module.clone(),
+            token: token.clone(),
+            pin: Some(pin.trim_end_matches(['\n', '\r']).to_owned().into()),
+            dir: PathBuf::new(),
+        });
+    }
     config.run_id = args.run_id;
     config.verify.deadline = args.verify_deadline;
     config.verify.settle = args.settle;

@@ -32,6 +32,9 @@ pub struct PublishConfig {
     /// Sign every message with its device's key (docs/protocol.md, "Signed messages"), as
     /// driver-bridge does with `sign_telemetry`; [`Fleet::device_keys`] are to be registered.
     pub sign: bool,
+    /// Where the devices' keys are made and used when signing: a keystore (an HSM through
+    /// PKCS#11), one key per device, destroyed by [`Fleet::forget_keys`]; in memory without.
+    pub keystore: Option<keys::Config>,
 }
 
 /// What was published and what the broker acknowledged.
@@ -91,6 +94,7 @@ impl Live {
 
 /// Connected publishers and the sessions they carry, before and while they publish.
 pub struct Fleet {
+    keystore: Option<keys::Keystore>,
     run_id: String,
     frame: u32,
     config: PublishConfig,
@@ -117,6 +121,13 @@ impl Fleet {
             ..Default::default()
         };
         mqtt_config.validate().map_err(Error::Config)?;
+        let keystore = match (&config.keystore, config.sign) {
+            (Some(k), true) => Some(
+                keys::Keystore::open(k)
+                    .map_err(|e| Error::Config(format!("the devices' keystore: {e}")))?,
+            ),
+            _ => None,
+        };
         let published = Arc::new(AtomicU64::new(0));
         let mut publishers = Vec::with_capacity(connections as usize);
         let mut workers = Vec::with_capacity(connections as usize);
@@ -133,10 +144,18 @@ impl Fleet {
                         session: session_id(run_id, n),
                         topic: Topic::format(&device_id(run_id, n), TopicKind::Telemetry),
                         curve: source.session(n)?,
-                        // In memory: each of the devices the harness plays has its own.
-                        key: config.sign.then(|| {
-                            ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>())
-                        }),
+                        // Each of the devices the harness plays has its own.
+                        key: match (&keystore, config.sign) {
+                            (_, false) => None,
+                            (Some(store), true) => Some(DeviceKey::Keystore(
+                                store.generate(&device_id(run_id, n)).map_err(|e| {
+                                    Error::Config(format!("making a device key: {e}"))
+                                })?,
+                            )),
+                            (None, true) => Some(DeviceKey::Memory(
+                                ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
+                            )),
+                        },
                     })
                 })
                 .collect::<Result<Vec<Slot>, Error>>()?;
@@ -172,7 +191,21 @@ impl Fleet {
             live,
             starts: 0,
             ack_latency_before: Vec::new(),
+            keystore,
         })
+    }
+
+    /// Destroys the keys the devices made in the keystore (none in memory), so that a token
+    /// does not fill up with a thousand keys a run.
+    pub fn keys_to_forget(&self) -> Option<KeysToForget> {
+        let store = self.keystore.clone()?;
+        let labels = self
+            .workers
+            .iter()
+            .flat_map(|w| &w.slots)
+            .map(|s| s.device_id.clone())
+            .collect();
+        Some(KeysToForget { store, labels })
     }
 
     /// Publishes every session's start and waits for the broker to acknowledge them all, so
@@ -208,7 +241,7 @@ impl Fleet {
             .iter()
             .flat_map(|w| &w.slots)
             .filter_map(|s| {
-                let public = s.key.as_ref()?.verifying_key().to_bytes();
+                let public = s.key.as_ref()?.public();
                 Some((
                     s.device_id.clone(),
                     s.device_id.clone(),
@@ -255,6 +288,7 @@ impl Fleet {
             live,
             starts,
             ack_latency_before,
+            keystore: _,
         } = self;
         let mut tasks = JoinSet::new();
         for w in workers {
@@ -397,14 +431,59 @@ struct Slot {
     session: String,
     topic: String,
     curve: SessionCurve,
-    key: Option<ed25519_dalek::SigningKey>,
+    key: Option<DeviceKey>,
+}
+
+/// The devices' keys in a keystore, to destroy once the run is over.
+pub struct KeysToForget {
+    store: keys::Keystore,
+    labels: Vec<String>,
+}
+
+impl KeysToForget {
+    /// Best effort: a key that cannot be destroyed stays in the token.
+    pub async fn forget(self) {
+        let KeysToForget { store, labels } = self;
+        let _ = tokio::task::spawn_blocking(move || {
+            for label in labels {
+                let _ = store.destroy(&label);
+            }
+        })
+        .await;
+    }
+}
+
+/// A simulated device's signing key.
+enum DeviceKey {
+    Memory(ed25519_dalek::SigningKey),
+    /// Made and used inside a keystore (an HSM): every signature is a PKCS#11 call, as on a
+    /// device that keeps its key in one.
+    Keystore(keys::Key),
+}
+
+impl DeviceKey {
+    fn public(&self) -> [u8; 32] {
+        match self {
+            DeviceKey::Memory(k) => k.verifying_key().to_bytes(),
+            DeviceKey::Keystore(k) => k.public_key().0,
+        }
+    }
+
+    /// A signature that cannot be made (the HSM failed) is sent as zeros: ingestion refuses
+    /// the message as badly signed, and the run counts its points lost.
+    fn sign(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer as _;
+        match self {
+            DeviceKey::Memory(k) => k.sign(message).to_bytes(),
+            DeviceKey::Keystore(k) => k.sign(message).unwrap_or([0; 64]),
+        }
+    }
 }
 
 impl Slot {
     /// `body` as this device sends it on `topic`: with its signature line when it signs. The
     /// signature is made after the points' `ts`, so publish→commit includes it.
     fn payload(&self, topic: &str, body: Vec<u8>) -> Vec<u8> {
-        use ed25519_dalek::Signer as _;
         match &self.key {
             None => body,
             Some(key) => {
@@ -413,7 +492,7 @@ impl Slot {
                     &body,
                     &model::signed::MessageSignature {
                         key_id: self.device_id.clone(),
-                        sig: sig.to_bytes(),
+                        sig,
                     },
                 )
             }

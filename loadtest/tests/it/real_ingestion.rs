@@ -109,3 +109,60 @@ async fn a_short_run_against_the_real_ingestion_loses_and_duplicates_nothing() {
 
     service.stop().await;
 }
+
+/// Devices that keep their keys in an HSM (SoftHSM2 through PKCS#11: every signature made in
+/// the token) sign every message, and ingestion, requiring signatures, stores every point; the
+/// keys are gone from the token afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn hsm_signed_messages_are_all_verified_and_stored() {
+    let name = "hsm_signed_messages_are_all_verified_and_stored";
+    if !testkit::require(Server::Postgres, name) {
+        return;
+    }
+    let Some(token) = testkit::softhsm::SoftHsmToken::create(name) else {
+        return;
+    };
+    let broker = testkit::PrivateMosquitto::start().await;
+    let db = testkit::TestDatabase::create().await;
+    let service = testkit::spawn::<ingestion::Ingestion>()
+        .mqtt(&broker.url())
+        .postgres_url(&db.url)
+        .set("ingestion.require_signed_telemetry", true)
+        .set("ingestion.require_signed_sessions", true)
+        .start()
+        .await;
+    let keystore = keys::Config {
+        enabled: true,
+        module: token.module.clone(),
+        token: token.label.clone(),
+        pin: Some(token.pin.clone().into()),
+        dir: std::path::PathBuf::new(),
+    };
+    let mut config = RunConfig::new(&broker.url(), &db.url);
+    config.ingestion = Some(service.url(""));
+    config.rate = 200;
+    config.duration = Duration::from_secs(3);
+    config.sessions = 5;
+    config.frame = 5;
+    config.connections = 2;
+    config.sign = true;
+    config.sign_keystore = Some(keystore.clone());
+    config.progress = false;
+    let report = loadtest::run(&config).await.unwrap();
+    let text = report.render();
+    let t = &report.verification.tally;
+    assert!(t.expected >= 500, "{text}");
+    assert_eq!(t.stored_distinct, t.expected, "{text}");
+    assert_eq!((t.lost, t.duplicated), (0, 0), "{text}");
+    let metrics = service.get_text("/metrics").await.1;
+    for reason in ["unsigned", "bad_signature"] {
+        let line = format!("simcorp_ingestion_rejected_total{{reason=\"{reason}\"}} 0");
+        assert!(metrics.contains(&line), "want {line}");
+    }
+    let store = keys::Keystore::open(&keystore).unwrap();
+    let device = loadtest::plan::device_id(&report.plan.run_id, 0);
+    assert!(
+        store.find(&device).unwrap().is_none(),
+        "the run's keys are destroyed"
+    );
+}

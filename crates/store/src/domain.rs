@@ -66,10 +66,19 @@ pub static COMMANDS: Domain = Domain {
     sqlite: sqlx::migrate!("../../migrations/commands/sqlite"),
 };
 
+/// The mission queue and its attempts: what company-kernel stores.
+pub static MISSIONS: Domain = Domain {
+    name: "missions",
+    history_table: "_sqlx_migrations_missions",
+    sqlite_file: "missions.db",
+    postgres: sqlx::migrate!("../../migrations/missions/postgres"),
+    sqlite: sqlx::migrate!("../../migrations/missions/sqlite"),
+};
+
 /// Every domain, in the order [`migrate_all`] applies them. A new domain `x` is one entry:
 /// `&X` with `name: "x"`, `history_table: "_sqlx_migrations_x"`, `sqlite_file: "x.db"` and the
 /// two `sqlx::migrate!("../../migrations/x/…")` folders.
-static DOMAINS: &[&Domain] = &[&TELEMETRY, &ANALYTICS, &COMMANDS];
+static DOMAINS: &[&Domain] = &[&TELEMETRY, &ANALYTICS, &COMMANDS, &MISSIONS];
 
 /// Every domain of the platform.
 pub fn domains() -> &'static [&'static Domain] {

@@ -1,7 +1,7 @@
 //! Storage: the only place in the platform that knows SQL. It holds every domain's schema
-//! (telemetry with roast events, analytics' reference profiles; commands, missions … as their
-//! services arrive) and
-//! the shared base their stores are built on, and telemetry's store itself.
+//! (telemetry with roast events, analytics' reference profiles, commands, the mission queue;
+//! traces, eval runs, reports as their services arrive) and the shared base their stores are
+//! built on, and telemetry's store itself.
 //!
 //! The shared base: [`Domain`]s, each with its migrations for both backends and a migration
 //! history of its own, applied together by [`migrate_all`] (`simcorp migrate`) or one at a time
@@ -30,6 +30,7 @@ mod domain;
 mod durable;
 mod error;
 pub mod metrics;
+pub mod missions;
 pub mod outbox;
 pub mod pg;
 mod pool;
@@ -45,10 +46,12 @@ pub use commands::{
 };
 pub use config::{MaintenanceConfig, PostgresConfig, SqliteConfig, Synchronous};
 pub use domain::{
-    ANALYTICS, COMMANDS, Domain, Migrated, MigrationTarget, TELEMETRY, domains, migrate_all,
+    ANALYTICS, COMMANDS, Domain, MISSIONS, Migrated, MigrationTarget, TELEMETRY, domains,
+    migrate_all,
 };
 pub use durable::{Destination, DurableStore, Written};
 pub use error::{Backend, ErrorKind, StoreError};
+pub use missions::{Attempt, Mission, MissionsStore, NewMission, Retry};
 pub use pg::PgStore;
 pub use pool::{PoolSettings, SqlitePools, postgres_pool};
 pub use sqlite::SqliteStore;

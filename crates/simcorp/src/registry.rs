@@ -13,6 +13,7 @@ pub(crate) const SERVICES: &[Entry] = &[
     Entry::of::<ingestion::Ingestion>(),
     Entry::of::<event_inference::EventInference>(),
     Entry::of::<analytics::Analytics>(),
+    Entry::of::<company_kernel::CompanyKernel>(),
     Entry::of::<command::CommandService>(),
     Entry::of::<driver_bridge::DriverBridge>(),
     Entry::of::<sim_publisher::SimPublisher>(),

@@ -500,7 +500,7 @@ async fn audit_intact(
 }
 
 /// Percentiles of `ms`, nearest rank.
-fn latency(ms: &[f64]) -> Latency {
+pub(crate) fn latency(ms: &[f64]) -> Latency {
     if ms.is_empty() {
         return Latency::default();
     }

@@ -19,6 +19,7 @@ pub mod commands;
 pub mod duration;
 pub mod html;
 pub mod ingestion;
+pub mod missions;
 pub mod monitor;
 pub mod plan;
 pub mod progress;

@@ -37,6 +37,67 @@ enum Command {
     /// Put the command path under load: proposals at --per-min over driver-bridge's devices,
     /// each approved, signed, executed and acked; API p95 < 200 ms, 0 lost, 0 executed twice.
     Commands(CommandsArgs),
+    /// Put the mission queue under load with its workers killed: missions at --per-min to
+    /// company-kernel, worker processes claiming them, one killed with SIGKILL every
+    /// --kill-every; every mission done, none lost, claim latency and throughput reported.
+    Missions(MissionsArgs),
+    /// One worker of `loadtest missions` (started by it).
+    #[command(hide = true)]
+    MissionWorker(MissionWorkerArgs),
+}
+
+#[derive(Args)]
+struct MissionsArgs {
+    /// company-kernel's HTTP base URL.
+    #[arg(
+        long,
+        env = "SIMCORP_LOADTEST_KERNEL",
+        default_value = "http://127.0.0.1:3000"
+    )]
+    kernel: String,
+    /// Missions submitted a minute.
+    #[arg(long, default_value_t = 1000)]
+    per_min: u64,
+    /// How long to submit: 60s, 5m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Worker processes.
+    #[arg(long, default_value_t = 4)]
+    workers: u32,
+    /// Kill one worker with SIGKILL this often (and start another).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    kill_every: Duration,
+    /// How long each mission's work takes.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    work: Duration,
+    /// The workers' lease: a killed worker's mission is retried once it runs out.
+    #[arg(long, default_value_t = 3)]
+    lease_secs: u64,
+    /// How long to wait after the last submission for every mission to be done.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    settle: Duration,
+    /// Where the workers write what they did (a new directory under it per run).
+    #[arg(long, default_value = "results/missions")]
+    dir: PathBuf,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct MissionWorkerArgs {
+    #[arg(long)]
+    kernel: String,
+    #[arg(long)]
+    kind: String,
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    work_ms: u64,
+    #[arg(long)]
+    lease_secs: u64,
+    #[arg(long)]
+    dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -285,6 +346,18 @@ fn main() -> ExitCode {
             Command::Check(args) => check(args).await,
             Command::ScoreEvents(args) => score_events(args).await,
             Command::Commands(args) => commands(args).await,
+            Command::Missions(args) => missions(args).await,
+            Command::MissionWorker(a) => loadtest::missions::work(
+                &a.kernel,
+                &a.kind,
+                &a.name,
+                Duration::from_millis(a.work_ms),
+                a.lease_secs,
+                &a.dir,
+            )
+            .await
+            .map(|()| Verdict::Pass)
+            .map_err(anyhow::Error::from),
         }
     });
     match result {
@@ -371,6 +444,34 @@ async fn score_events(args: ScoreArgs) -> anyhow::Result<Verdict> {
     print!("{}", report.print());
     // A measurement, not a judgement: the figures are the result.
     Ok(Verdict::Pass)
+}
+
+async fn missions(args: MissionsArgs) -> anyhow::Result<Verdict> {
+    let run_id = loadtest::plan::new_run_id();
+    let config = loadtest::missions::MissionsConfig {
+        kernel: args.kernel.trim_end_matches('/').to_owned(),
+        per_min: args.per_min,
+        duration: args.duration,
+        workers: args.workers,
+        kill_every: args.kill_every,
+        work: args.work,
+        lease_secs: args.lease_secs,
+        settle: args.settle,
+        worker_exe: None,
+        dir: args.dir.join(&run_id),
+        run_id,
+    };
+    let report = loadtest::missions::run(&config).await?;
+    print!("{}", report.print());
+    if let Some(path) = &args.output {
+        let json = serde_json::to_vec_pretty(&report)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if report.failures().is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    })
 }
 
 async fn commands(args: CommandsArgs) -> anyhow::Result<Verdict> {

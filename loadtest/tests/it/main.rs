@@ -2,10 +2,12 @@
 //! end-to-end runs through the shared Mosquitto into a stand-in for ingestion that this test
 //! controls, so that the harness is seen to report exactly the losses and duplicates made; and
 //! a short run against the real ingestion ([`real_ingestion`]); and `loadtest commands` against
-//! a real command service and driver-bridge ([`commands`]).
+//! a real command service and driver-bridge ([`commands`]); and `loadtest missions` against a
+//! real company-kernel with its workers killed ([`missions`]).
 #![allow(clippy::unwrap_used)] // In tests a panic is the assertion.
 
 mod commands;
+mod missions;
 mod real_ingestion;
 
 use std::collections::HashSet;

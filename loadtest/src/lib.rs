@@ -13,6 +13,11 @@
 //!
 //! Every run has a short random id; its devices are `lt-<run id>-<n>`, so verification sees
 //! only that run's rows however much else the database holds.
+//!
+//! Beside the ingestion runs, three modes drive other parts of the platform through their
+//! public surfaces: [`score`] (roast events scored through MQTT and ingestion's API),
+//! [`commands`] (the command path against command and driver-bridge) and [`missions`]
+//! (company-kernel's queue with its worker processes killed).
 
 pub mod alog;
 pub mod commands;

@@ -33,7 +33,8 @@ pub struct PublishConfig {
     /// driver-bridge does with `sign_telemetry`; [`Fleet::device_keys`] are to be registered.
     pub sign: bool,
     /// Where the devices' keys are made and used when signing: a keystore (an HSM through
-    /// PKCS#11), one key per device, destroyed by [`Fleet::forget_keys`]; in memory without.
+    /// PKCS#11), one key per device, destroyed after the run ([`Fleet::keys_to_forget`]); in
+    /// memory without.
     pub keystore: Option<keys::Config>,
 }
 

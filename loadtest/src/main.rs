@@ -462,16 +462,12 @@ async fn missions(args: MissionsArgs) -> anyhow::Result<Verdict> {
         run_id,
     };
     let report = loadtest::missions::run(&config).await?;
-    print!("{}", report.print());
-    if let Some(path) = &args.output {
-        let json = serde_json::to_vec_pretty(&report)?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(if report.failures().is_empty() {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
-    })
+    finish(
+        &report.print(),
+        &report.failures(),
+        &report,
+        args.output.as_deref(),
+    )
 }
 
 async fn commands(args: CommandsArgs) -> anyhow::Result<Verdict> {
@@ -490,12 +486,27 @@ async fn commands(args: CommandsArgs) -> anyhow::Result<Verdict> {
     config.step = args.step;
     config.max_devices = args.max_devices;
     let report = loadtest::commands::run(&config).await?;
-    print!("{}", report.print());
-    if let Some(path) = &args.output {
-        let json = serde_json::to_vec_pretty(&report)?;
+    finish(
+        &report.print(),
+        &report.failures(),
+        &report,
+        args.output.as_deref(),
+    )
+}
+
+/// Prints a mode's report, writes it as JSON to `output` if asked, and judges it.
+fn finish(
+    text: &str,
+    failures: &[String],
+    report: &impl serde::Serialize,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<Verdict> {
+    print!("{text}");
+    if let Some(path) = output {
+        let json = serde_json::to_vec_pretty(report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(if report.failures().is_empty() {
+    Ok(if failures.is_empty() {
         Verdict::Pass
     } else {
         Verdict::Fail

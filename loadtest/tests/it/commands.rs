@@ -36,11 +36,7 @@ async fn every_command_of_a_load_is_executed_once_and_acknowledged() {
                 (ENROLL, "driver-bridge", "device"),
             ]
             .into_iter()
-            .map(|(token, actor, role)| TokenEntry {
-                token: Some(token.to_owned().into()),
-                actor: actor.into(),
-                roles: vec![role.into()],
-            })
+            .map(|(token, actor, role)| TokenEntry::new(token, actor, &[role]))
             .collect();
         })
         .start()

@@ -87,6 +87,17 @@ pub struct TokenEntry {
     pub roles: Vec<String>,
 }
 
+impl TokenEntry {
+    /// `token` standing for `actor` with `roles` (for configuration built in code: tests).
+    pub fn new(token: &str, actor: &str, roles: &[&str]) -> Self {
+        TokenEntry {
+            token: Some(token.to_owned().into()),
+            actor: actor.to_owned(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+}
+
 /// The limits of every control.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]

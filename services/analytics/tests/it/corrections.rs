@@ -115,11 +115,7 @@ async fn a_roast_running_cold_gets_a_gas_proposal_waiting_for_approval() {
                 (OPERATOR_TOKEN, "olga", "operator"),
             ]
             .into_iter()
-            .map(|(token, actor, role)| TokenEntry {
-                token: Some(token.to_owned().into()),
-                actor: actor.into(),
-                roles: vec![role.into()],
-            })
+            .map(|(token, actor, role)| TokenEntry::new(token, actor, &[role]))
             .collect();
         })
         .start()

@@ -29,11 +29,7 @@ fn tokens() -> Vec<TokenEntry> {
         (DEVICE, "enroller", vec!["device"]),
     ]
     .into_iter()
-    .map(|(t, a, r)| TokenEntry {
-        token: Some(t.to_owned().into()),
-        actor: a.into(),
-        roles: r.into_iter().map(String::from).collect(),
-    })
+    .map(|(t, a, r)| TokenEntry::new(t, a, &r))
     .collect()
 }
 
